@@ -1,0 +1,390 @@
+"""The case: a directory holding a DuckDB catalog, Parquet datasets and carved files.
+
+Layout::
+
+    CASE_DIR/
+      case.duckdb                 catalog and the DuckDB tables (evidence, sessions, ...)
+      parquet/<table>/evidence_id=<id>/part-0.parquet   large per-evidence tables
+      carved/ab/cd/<sha256>       content-addressed carved files
+      reports/                    rendered reports
+
+Evidence is registered (hashed) before it is read and is only ever opened for
+reading. Re-ingesting evidence that is already in the case adds nothing;
+evidence whose earlier ingest was interrupted is ingested again from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import os
+import socket
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from forensics import __version__
+from forensics.errors import CaseError, EvidenceChangedError, QueryError
+from forensics.tables import TABLES
+
+if TYPE_CHECKING:
+    from forensics.ingest import IngestResult
+    from forensics.net.pipeline import NetPipeline
+
+__all__ = ["Case", "open_case"]
+
+DB_NAME = "case.duckdb"
+
+
+def _hash_file(path: Path, progress: Callable[[int], None] | None = None) -> tuple[str, str, int]:
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(8 << 20):
+            sha.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+            if progress:
+                progress(size)
+    return sha.hexdigest(), md5.hexdigest(), size
+
+
+class Case:
+    """An investigation: evidence, everything derived from it, and the analysts' work.
+
+    Open one with :func:`open_case`. Query it with :meth:`sql` (any DuckDB SQL;
+    tables are listed by :meth:`tables`), or with helpers such as
+    :meth:`sessions`.
+
+    Attributes:
+        path: the case directory.
+        read_only: True when opened for reading only (several readers may share a case).
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False):
+        self.path = path
+        self.read_only = read_only
+        db = path / DB_NAME
+        try:
+            self.con = duckdb.connect(str(db), read_only=read_only)
+        except duckdb.Error as exc:
+            raise CaseError(f"cannot open case database {db}: {exc}") from exc
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            for sub in ("parquet", "carved", "reports"):
+                (path / sub).mkdir(exist_ok=True)
+            for t in TABLES.values():
+                if t.storage == "duckdb":
+                    self.con.execute(t.ddl())
+        self._refresh_views()
+
+    # ---- housekeeping ----------------------------------------------------------------
+
+    def __enter__(self) -> Case:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Case {str(self.path)!r}{' read-only' if self.read_only else ''}>"
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+
+    @staticmethod
+    def _now() -> datetime:
+        return datetime.now(UTC)
+
+    def parquet_dir(self, table: str, evidence_id: str) -> Path:
+        """Folder of one evidence file's partition of a Parquet table."""
+        return self.path / "parquet" / table / f"evidence_id={evidence_id}"
+
+    def _refresh_views(self) -> None:
+        """(Re)create a view per Parquet table over whatever partitions exist."""
+        for t in TABLES.values():
+            if t.storage != "parquet":
+                continue
+            files = sorted((self.path / "parquet" / t.name).glob("evidence_id=*/*.parquet"))
+            if files:
+                glob = str(self.path / "parquet" / t.name / "evidence_id=*" / "*.parquet")
+                src = f"read_parquet('{_sql_str(glob)}', hive_partitioning = false, union_by_name = true)"
+            else:
+                cols = ", ".join(f"CAST(NULL AS {c.type}) AS {c.name}" for c in t.columns)
+                src = f"(SELECT {cols} WHERE false)"
+            extra = ", make_timestamp_ns(ts_ns)::TIMESTAMPTZ AS ts" if "ts_ns" in t.names else ""
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {t.name} AS SELECT *{extra} FROM {src}")
+
+    # ---- evidence -------------------------------------------------------------------
+
+    def register(self, path: str | Path, fmt: str | None = None) -> dict[str, Any]:
+        """Register an evidence file: hash it and record it (idempotent).
+
+        Args:
+            path: the evidence file; it is opened read-only.
+            fmt: the detected format, stored with the evidence.
+
+        Returns:
+            The evidence row as a dict (``evidence_id``, ``sha256``, ``status``, ...).
+        """
+        self._need_write()
+        p = Path(path).resolve()
+        sha, md5, size = _hash_file(p)
+        eid = sha[:16]
+        row = self.con.execute("SELECT * FROM evidence WHERE evidence_id = ?", [eid]).fetchdf()
+        if len(row):
+            return dict(row.iloc[0])
+        rec = {
+            "evidence_id": eid, "sha256": sha, "md5": md5, "path": str(p), "name": p.name,
+            "size": size, "format": fmt, "registered_at": self._now(),
+            "registered_by": f"{_user()}@{socket.gethostname()}", "status": "registered",
+            "ingested_at": None,
+        }
+        self._insert("evidence", pa.Table.from_pylist([rec]))
+        return rec
+
+    def verify_evidence(self, raise_on_change: bool = False) -> pd.DataFrame:
+        """Hash every registered evidence file again and compare with its registration.
+
+        Args:
+            raise_on_change: raise instead of reporting when a file changed or vanished.
+
+        Returns:
+            One row per evidence file: ``evidence_id``, ``path``, ``sha256``,
+            ``sha256_now`` and ``status`` (``ok``, ``changed`` or ``missing``).
+
+        Raises:
+            EvidenceChangedError: with ``raise_on_change``, if any file is not ``ok``.
+        """
+        ev = self.sql("SELECT evidence_id, path, sha256 FROM evidence ORDER BY registered_at")
+        now, status = [], []
+        for p, sha in zip(ev["path"], ev["sha256"], strict=True):
+            if not Path(p).exists():
+                now.append(None)
+                status.append("missing")
+                continue
+            h = _hash_file(Path(p))[0]
+            now.append(h)
+            status.append("ok" if h == sha else "changed")
+        ev["sha256_now"] = now
+        ev["status"] = status
+        bad = ev[ev["status"] != "ok"]
+        if raise_on_change and len(bad):
+            raise EvidenceChangedError(
+                "evidence no longer matches its registration: "
+                + ", ".join(f"{p} ({s})" for p, s in zip(bad["path"], bad["status"], strict=True)))
+        return ev
+
+    # ---- ingest ---------------------------------------------------------------------
+
+    def ingest(
+        self, *paths: str | Path, fmt: str | None = None, strict: bool = False,
+        progress: bool = False,
+    ) -> list[IngestResult]:
+        """Register and ingest evidence files or folders.
+
+        Already-ingested evidence (same SHA-256) is skipped. Files no source
+        recognises are reported in their result's ``error`` (or raise with
+        ``strict``).
+
+        Args:
+            *paths: files or folders (read recursively).
+            fmt: force a format instead of sniffing (e.g. ``"pcap"``).
+            strict: raise on the first corrupt record instead of warning.
+            progress: show a progress bar (tqdm) per file.
+
+        Returns:
+            One :class:`~forensics.ingest.IngestResult` per file.
+        """
+        from forensics.ingest import ingest_file
+        from forensics.sources import iter_files
+
+        self._need_write()
+        results = []
+        for f in iter_files(list(paths)):
+            bar = None
+            cb = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=f.stat().st_size, unit="B", unit_scale=True, desc=f.name,
+                           leave=False)
+
+                def cb(done: int, bar: Any = bar) -> None:
+                    bar.update(done - bar.n)
+
+            try:
+                results.append(ingest_file(self, f, fmt=fmt, strict=strict, progress=cb))
+            finally:
+                if bar is not None:
+                    bar.close()
+        self._refresh_views()
+        return results
+
+    def _commit_ingest(
+        self, ev: dict[str, Any], tables: dict[str, pa.Table], net: NetPipeline | None,
+        result: IngestResult, started: datetime,
+    ) -> None:
+        """Write one file's rows in a single transaction (engine use only)."""
+        eid = ev["evidence_id"]
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for t in TABLES.values():
+                if t.storage == "duckdb" and "evidence_id" in t.names and t.name != "evidence":
+                    self.con.execute(f"DELETE FROM {t.name} WHERE evidence_id = ?", [eid])
+            for name, tbl in tables.items():
+                if tbl.num_rows:
+                    self._insert(name, tbl)
+            if net is not None:
+                net.publish()
+            finished = self._now()
+            self.con.execute(
+                "UPDATE evidence SET status = 'ingested', ingested_at = ? WHERE evidence_id = ?",
+                [finished, eid])
+            run = {
+                "evidence_id": eid, "started_at": started, "finished_at": finished,
+                "seconds": result.seconds, "tool_version": __version__, "records": result.records,
+                "sessions": result.sessions, "warnings": result.warnings, "bytes": result.bytes,
+            }
+            self._insert("ingest_runs", pa.Table.from_pylist([run]))
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def _insert(self, name: str, tbl: pa.Table) -> None:
+        data = TABLES[name].conform(tbl)
+        # Dictionary-encoded columns are decoded for DuckDB tables.
+        data = pa.Table.from_arrays(
+            [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in data.columns],
+            names=data.column_names)
+        self.con.register("_bb_insert", data)
+        try:
+            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _bb_insert")
+        finally:
+            self.con.unregister("_bb_insert")
+
+    def _need_write(self) -> None:
+        if self.read_only:
+            raise CaseError(f"{self.path} is open read-only; open it with read_only=False to change it")
+
+    # ---- queries --------------------------------------------------------------------
+
+    def sql(self, query: str, params: Iterable[Any] | None = None) -> pd.DataFrame:
+        """Run any DuckDB SQL against the case and return a DataFrame.
+
+        Args:
+            query: the SQL; ``?`` placeholders take ``params``.
+            params: values for the placeholders.
+
+        Raises:
+            QueryError: DuckDB rejected the query; the message says why.
+        """
+        try:
+            return self.con.execute(query, list(params) if params else None).fetchdf()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from exc
+
+    def tables(self) -> pd.DataFrame:
+        """Every table and view of the case with its row count and meaning."""
+        rows = []
+        for t in TABLES.values():
+            n = int(self.con.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0])  # type: ignore[index]
+            rows.append({"table": t.name, "rows": n, "storage": t.storage, "doc": t.doc})
+        return pd.DataFrame(rows)
+
+    def evidence(self) -> pd.DataFrame:
+        """The registered evidence with hashes, formats and ingest status."""
+        return self.sql("SELECT * FROM evidence ORDER BY registered_at, evidence_id")
+
+    def warnings(self, evidence_id: str | None = None) -> pd.DataFrame:
+        """Warnings recorded while ingesting (optionally for one evidence file)."""
+        if evidence_id:
+            return self.sql("SELECT * FROM ingest_warnings WHERE evidence_id = ? ORDER BY \"offset\"",
+                            [evidence_id])
+        return self.sql("SELECT * FROM ingest_warnings ORDER BY evidence_id, \"offset\"")
+
+    def sessions(
+        self, *, host: str | None = None, port: int | None = None, proto: str | None = None,
+        service: str | None = None, since: str | datetime | None = None,
+        until: str | datetime | None = None, uid: str | None = None, limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Sessions (Zeek conn.log columns), filtered, in time order.
+
+        Args:
+            host: address on either side.
+            port: port on either side.
+            proto: ``tcp``, ``udp`` or ``icmp``.
+            service: detected application protocol.
+            since: first packet at or after this time (ISO string or datetime, UTC).
+            until: first packet before this time.
+            uid: one session.
+            limit: at most this many rows.
+        """
+        where, params = [], []
+        if host:
+            where.append("(orig_h = ? OR resp_h = ?)")
+            params += [host, host]
+        if port is not None:
+            where.append("(orig_p = ? OR resp_p = ?)")
+            params += [port, port]
+        for col, val in (("proto", proto), ("service", service), ("uid", uid)):
+            if val:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if since is not None:
+            where.append("ts >= CAST(? AS TIMESTAMPTZ)")
+            params.append(since)
+        if until is not None:
+            where.append("ts < CAST(? AS TIMESTAMPTZ)")
+            params.append(until)
+        q = "SELECT * FROM sessions" + (" WHERE " + " AND ".join(where) if where else "")
+        q += " ORDER BY ts, uid" + (f" LIMIT {int(limit)}" if limit else "")
+        return self.sql(q, params)
+
+
+def _sql_str(s: str) -> str:
+    return s.replace("'", "''")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")
+
+
+def open_case(path: str | Path, *, create: bool = True, read_only: bool = False) -> Case:
+    """Open (or create) a case directory.
+
+    Args:
+        path: the case directory.
+        create: create it when it does not exist.
+        read_only: open for reading only; several readers may share a case while
+            nothing writes to it.
+
+    Returns:
+        The :class:`Case`.
+
+    Raises:
+        CaseError: the directory does not exist (and ``create`` is False), or is
+            not a case, or its database is locked by a writer.
+    """
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        if not create or read_only:
+            raise CaseError(f"no case at {p}")
+        p.mkdir(parents=True)
+    elif not p.is_dir():
+        raise CaseError(f"{p} is a file, not a case directory")
+    elif read_only and not (p / DB_NAME).exists():
+        raise CaseError(f"{p} is not a case (no {DB_NAME})")
+    return Case(p, read_only=read_only)

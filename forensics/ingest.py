@@ -1,0 +1,198 @@
+"""The ingest engine: evidence file in, rows of the case out.
+
+For each file the engine registers the evidence (hash first), picks its source
+by sniffing, streams the source's batches through the right pipeline (frames
+through :mod:`forensics.net.pipeline`; record batches straight to their table),
+stamps provenance (``evidence_id`` and the record's offset or frame), records
+warnings, and commits everything for that file in one transaction, so an
+interrupted ingest leaves the case as it was before that file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from forensics.errors import CorruptRecord, UnsupportedSource
+from forensics.tables import TABLES
+
+if TYPE_CHECKING:
+    from forensics.case import Case
+
+log = logging.getLogger(__name__)
+
+__all__ = ["IngestContext", "IngestResult"]
+
+MAX_WARNINGS_PER_CODE = 1000  # past this, one aggregated row counts the rest
+
+
+@dataclass
+class IngestContext:
+    """What a source sees of the engine while it reads one file.
+
+    Attributes:
+        path: the evidence file.
+        evidence_id: its id in the case.
+        strict: raise instead of warning (tests use this to prove clean reads).
+        progress: called with the number of bytes read so far.
+    """
+
+    path: Path
+    evidence_id: str
+    strict: bool = False
+    progress: Callable[[int], None] | None = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    linktypes: set[int] = field(default_factory=set)
+    _per_code: dict[str, int] = field(default_factory=dict)
+    _overflow: dict[str, list[int]] = field(default_factory=dict)
+
+    def warn(
+        self, offset: int | None, code: str, message: str, *, unit: str = "byte",
+        severity: str = "warning", count: int = 1,
+    ) -> None:
+        """Record that something at ``offset`` was skipped, repaired or looked wrong.
+
+        Args:
+            offset: byte offset (or line/record number, see ``unit``) in the file.
+            code: short machine-readable kind, e.g. ``"truncated_record"``.
+            message: what happened, for the analyst.
+            unit: what ``offset`` counts: ``byte``, ``line`` or ``record``.
+            severity: ``info``, ``warning`` or ``error``.
+            count: how many occurrences this one row stands for.
+
+        Raises:
+            CorruptRecord: in strict mode, for anything above ``info``.
+        """
+        if self.strict and severity != "info":
+            raise CorruptRecord(f"[{code}] {message}", str(self.path), offset)
+        seen = self._per_code.get(code, 0)
+        self._per_code[code] = seen + 1
+        if seen >= MAX_WARNINGS_PER_CODE:
+            agg = self._overflow.setdefault(code, [0, offset if offset is not None else -1])
+            agg[0] += count
+            return
+        log.warning("%s @ %s: [%s] %s", self.path, offset, code, message)
+        self.warnings.append({
+            "evidence_id": self.evidence_id, "path": str(self.path), "offset": offset,
+            "unit": unit, "severity": severity, "code": code, "message": message, "count": count,
+        })
+
+    def warning_table(self) -> pa.Table:
+        """All warnings so far as a table conforming to ``ingest_warnings``."""
+        rows = list(self.warnings)
+        for code, (n, first) in self._overflow.items():
+            rows.append({
+                "evidence_id": self.evidence_id, "path": str(self.path), "offset": first,
+                "unit": "byte", "severity": "warning", "code": code,
+                "message": f"{n} more '{code}' warnings not listed one by one (first at this offset)",
+                "count": n,
+            })
+        spec = TABLES["ingest_warnings"]
+        if not rows:
+            return spec.empty()
+        return spec.conform(pa.Table.from_pylist(rows))
+
+
+@dataclass
+class IngestResult:
+    """What ingesting one file did.
+
+    Attributes:
+        path: the file.
+        evidence_id: its id (None if it could not be registered).
+        format: the detected format.
+        skipped: True when the evidence was already in the case.
+        records: records read (packets for captures).
+        sessions: sessions written.
+        warnings: warning rows written.
+        seconds: wall time.
+        bytes: file size.
+        error: why the file was not ingested, when it was not.
+    """
+
+    path: Path
+    evidence_id: str | None = None
+    format: str | None = None
+    skipped: bool = False
+    records: int = 0
+    sessions: int = 0
+    warnings: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
+    error: str | None = None
+    tables: dict[str, int] = field(default_factory=dict)
+
+
+def ingest_file(
+    case: Case, path: Path, *, fmt: str | None = None, strict: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Ingest one evidence file into ``case`` (see :meth:`forensics.case.Case.ingest`)."""
+    from forensics import sources
+    from forensics.net.pipeline import NetPipeline
+    from forensics.sources._frames import FrameBatch
+
+    t0 = time.perf_counter()
+    result = IngestResult(path=path)
+    try:
+        src = sources.get(fmt) if fmt else sources.detect(path)
+        if fmt:
+            with path.open("rb") as fh:
+                if not src.sniff(fh.read(sources.SNIFF_BYTES)):
+                    raise UnsupportedSource(f"file is not {fmt}", str(path), 0)
+    except UnsupportedSource as exc:
+        if strict:
+            raise
+        result.error = str(exc)
+        return result
+    result.format = src.name
+    ev = case.register(path, fmt=src.name)
+    result.evidence_id = ev["evidence_id"]
+    result.bytes = ev["size"]
+    if ev["status"] == "ingested":
+        result.skipped = True
+        return result
+    ctx = IngestContext(path=path, evidence_id=ev["evidence_id"], strict=strict, progress=progress)
+    started = case._now()
+    net: NetPipeline | None = None
+    pending: dict[str, list[pa.Table]] = {}
+    try:
+        for item in src.read(path, ctx):
+            if isinstance(item, FrameBatch):
+                if net is None:
+                    net = NetPipeline(case, ev["evidence_id"], ev["sha256"], ctx)
+                net.process(item)
+                if progress:
+                    progress(item.base + int(item.off[-1]) if len(item) else item.base)
+            else:
+                name, tbl = item
+                pending.setdefault(name, []).append(tbl)
+        if net is not None:
+            net.finish()
+            result.records = net.frames
+    except BaseException:
+        if net is not None:
+            net.abort()
+        raise
+    tables: dict[str, pa.Table] = {
+        name: pa.concat_tables([TABLES[name].conform(t) for t in parts])
+        for name, parts in pending.items()
+    }
+    if net is not None:
+        tables["sessions"] = net.sessions_table()
+        result.sessions = tables["sessions"].num_rows
+    warnings = ctx.warning_table()
+    tables["ingest_warnings"] = warnings
+    result.warnings = warnings.num_rows
+    result.tables = {k: v.num_rows for k, v in tables.items()}
+    result.seconds = time.perf_counter() - t0
+    if not result.records:
+        result.records = sum(v.num_rows for k, v in tables.items() if k != "ingest_warnings")
+    case._commit_ingest(ev, tables, net, result, started)
+    return result

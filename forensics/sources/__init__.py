@@ -1,0 +1,117 @@
+"""Evidence sources: one module per format, registered by a decorator.
+
+A source is a class with a ``name``, a ``sniff(head) -> bool`` that recognises
+the format from the file's first bytes, and a ``read(path, ctx)`` that yields
+what the engine stores: :class:`~forensics.sources._frames.FrameBatch` chunks
+for captures (decoded by the network pipeline) or ``(table_name, pyarrow
+Table)`` pairs for record formats. The engine, not the source, stamps
+provenance and writes batches.
+
+Every module in this package whose name does not start with ``_`` is imported
+on first use, so adding a format touches three files: its module, its test and
+its fixture.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from forensics.errors import UnsupportedSource
+
+if TYPE_CHECKING:
+    from forensics.ingest import IngestContext
+
+__all__ = ["Source", "all_sources", "detect", "get", "register"]
+
+SNIFF_BYTES = 4096
+
+
+class Source(Protocol):
+    """What a source module provides."""
+
+    name: ClassVar[str]
+    """Short format name stored in ``evidence.format`` (e.g. ``"pcap"``)."""
+
+    def sniff(self, head: bytes) -> bool:
+        """True when ``head`` (the first bytes of a file) looks like this format."""
+        ...
+
+    def read(self, path: Path, ctx: IngestContext) -> Iterator[Any]:
+        """Yield the file's content as batches; report bad records through ``ctx``."""
+        ...
+
+
+_REGISTRY: dict[str, type] = {}
+_loaded = False
+
+S = TypeVar("S", bound=type)
+
+
+def register(cls: S) -> S:
+    """Class decorator that adds a source to the registry under ``cls.name``."""
+    name = cls.name  # type: ignore[attr-defined]
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"source {name!r} registered twice")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+    _loaded = True
+
+
+def all_sources() -> dict[str, Source]:
+    """Every registered source, by name, in registration order."""
+    _load()
+    return {name: cls() for name, cls in _REGISTRY.items()}
+
+
+def get(name: str) -> Source:
+    """The source registered as ``name``.
+
+    Raises:
+        UnsupportedSource: no source has that name.
+    """
+    sources = all_sources()
+    if name not in sources:
+        raise UnsupportedSource(f"unknown format {name!r}; known: {', '.join(sorted(sources))}")
+    return sources[name]
+
+
+def detect(path: str | Path) -> Source:
+    """Pick the source for a file by sniffing its first bytes.
+
+    Raises:
+        UnsupportedSource: no registered source recognises the file.
+    """
+    p = Path(path)
+    with p.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    for src in all_sources().values():
+        if src.sniff(head):
+            return src
+    what = "empty file" if not head else f"first bytes {head[:8].hex()}"
+    raise UnsupportedSource(
+        f"not a format Breachbook reads ({what}); known formats: {', '.join(all_sources())}",
+        path=str(p), offset=0,
+    )
+
+
+def iter_files(paths: list[str | Path]) -> Iterator[Path]:
+    """Expand files and folders (recursively, sorted) into the files to ingest."""
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        else:
+            yield p
