@@ -37,6 +37,7 @@ demo: $(STAMP)
 	$(PY) -m forensics.cli demo --out cases/demo --report reports/demo-report.html
 
 test: $(STAMP) oracles
+	$(PY) -c "import forensics.net; forensics.net.warmup()"
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)

@@ -20,6 +20,7 @@ import getpass
 import hashlib
 import os
 import socket
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,9 +140,9 @@ class Case:
         p = Path(path).resolve()
         sha, md5, size = _hash_file(p)
         eid = sha[:16]
-        row = self.con.execute("SELECT * FROM evidence WHERE evidence_id = ?", [eid]).fetchdf()
+        row = self.sql("SELECT * FROM evidence WHERE evidence_id = ?", [eid])
         if len(row):
-            return dict(row.iloc[0])
+            return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.iloc[0].items()}
         rec = {
             "evidence_id": eid, "sha256": sha, "md5": md5, "path": str(p), "name": p.name,
             "size": size, "format": fmt, "registered_at": self._now(),
@@ -187,7 +188,7 @@ class Case:
 
     def ingest(
         self, *paths: str | Path, fmt: str | None = None, strict: bool = False,
-        progress: bool = False,
+        progress: bool | Callable[[Path, int], None] = False,
     ) -> list[IngestResult]:
         """Register and ingest evidence files or folders.
 
@@ -199,7 +200,8 @@ class Case:
             *paths: files or folders (read recursively).
             fmt: force a format instead of sniffing (e.g. ``"pcap"``).
             strict: raise on the first corrupt record instead of warning.
-            progress: show a progress bar (tqdm) per file.
+            progress: True for a progress bar (tqdm) per file, or a callable
+                ``(file, bytes_done)`` to report progress elsewhere.
 
         Returns:
             One :class:`~forensics.ingest.IngestResult` per file.
@@ -211,8 +213,13 @@ class Case:
         results = []
         for f in iter_files(list(paths)):
             bar = None
-            cb = None
-            if progress:
+            cb: Callable[[int], None] | None = None
+            if callable(progress):
+
+                def cb(done: int, f: Path = f, report: Callable[[Path, int], None] = progress) -> None:
+                    report(f, done)
+
+            elif progress:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=f.stat().st_size, unit="B", unit_scale=True, desc=f.name,
@@ -229,36 +236,38 @@ class Case:
         self._refresh_views()
         return results
 
-    def _commit_ingest(
-        self, ev: dict[str, Any], tables: dict[str, pa.Table], net: NetPipeline | None,
-        result: IngestResult, started: datetime,
-    ) -> None:
-        """Write one file's rows in a single transaction (engine use only)."""
-        eid = ev["evidence_id"]
+    def _begin_ingest(self, evidence_id: str) -> None:
+        """Open the transaction for one file's rows, dropping leftovers of an earlier try."""
         self.con.execute("BEGIN TRANSACTION")
-        try:
-            for t in TABLES.values():
-                if t.storage == "duckdb" and "evidence_id" in t.names and t.name != "evidence":
-                    self.con.execute(f"DELETE FROM {t.name} WHERE evidence_id = ?", [eid])
-            for name, tbl in tables.items():
-                if tbl.num_rows:
-                    self._insert(name, tbl)
-            if net is not None:
-                net.publish()
-            finished = self._now()
-            self.con.execute(
-                "UPDATE evidence SET status = 'ingested', ingested_at = ? WHERE evidence_id = ?",
-                [finished, eid])
-            run = {
-                "evidence_id": eid, "started_at": started, "finished_at": finished,
-                "seconds": result.seconds, "tool_version": __version__, "records": result.records,
-                "sessions": result.sessions, "warnings": result.warnings, "bytes": result.bytes,
-            }
-            self._insert("ingest_runs", pa.Table.from_pylist([run]))
-            self.con.execute("COMMIT")
-        except BaseException:
+        for t in TABLES.values():
+            if t.storage == "duckdb" and "evidence_id" in t.names and t.name != "evidence":
+                self.con.execute(f"DELETE FROM {t.name} WHERE evidence_id = ?", [evidence_id])
+
+    def _finish_ingest(
+        self, evidence_id: str, net: NetPipeline | None, result: IngestResult, started: datetime
+    ) -> None:
+        """Publish the Parquet partition and commit (engine use only)."""
+        if net is not None:
+            net.publish()
+        finished = self._now()
+        self.con.execute(
+            "UPDATE evidence SET status = 'ingested', ingested_at = ? WHERE evidence_id = ?",
+            [finished, evidence_id])
+        run = {
+            "evidence_id": evidence_id, "started_at": started, "finished_at": finished,
+            "seconds": result.seconds, "tool_version": __version__, "records": result.records,
+            "sessions": result.sessions, "warnings": result.warnings, "bytes": result.bytes,
+        }
+        self._insert("ingest_runs", pa.Table.from_pylist([run]))
+        self.con.execute("COMMIT")
+
+    def _abort_ingest(self, evidence_id: str) -> None:
+        """Roll back one file's rows and mark the evidence as failed."""
+        with contextlib.suppress(duckdb.Error):
             self.con.execute("ROLLBACK")
-            raise
+        with contextlib.suppress(duckdb.Error):
+            self.con.execute("UPDATE evidence SET status = 'failed' WHERE evidence_id = ?",
+                             [evidence_id])
 
     def _insert(self, name: str, tbl: pa.Table) -> None:
         data = TABLES[name].conform(tbl)
@@ -289,7 +298,10 @@ class Case:
             QueryError: DuckDB rejected the query; the message says why.
         """
         try:
-            return self.con.execute(query, list(params) if params else None).fetchdf()
+            with warnings.catch_warnings():
+                # DuckDB's own pandas conversion trips a pandas deprecation the user cannot act on.
+                warnings.filterwarnings("ignore", message="The inplace keyword")
+                return self.con.execute(query, list(params) if params else None).fetchdf()
         except duckdb.Error as exc:
             raise QueryError(str(exc)) from exc
 

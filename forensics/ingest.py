@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = ["IngestContext", "IngestResult"]
 
 MAX_WARNINGS_PER_CODE = 1000  # past this, one aggregated row counts the rest
+FLUSH_ROWS = 50_000  # record rows buffered per table before they are written
 
 
 @dataclass
@@ -159,40 +160,66 @@ def ingest_file(
         result.skipped = True
         return result
     ctx = IngestContext(path=path, evidence_id=ev["evidence_id"], strict=strict, progress=progress)
+    eid = ev["evidence_id"]
     started = case._now()
     net: NetPipeline | None = None
-    pending: dict[str, list[pa.Table]] = {}
+    buffered: dict[str, list[pa.Table]] = {}
+    counts: dict[str, int] = {}
+
+    def flush(name: str) -> None:
+        parts = buffered.pop(name, [])
+        if parts:
+            tbl = _stamp(pa.concat_tables(parts), eid)
+            case._insert(name, tbl)
+            counts[name] = counts.get(name, 0) + tbl.num_rows
+
+    case._begin_ingest(eid)
     try:
         for item in src.read(path, ctx):
             if isinstance(item, FrameBatch):
                 if net is None:
-                    net = NetPipeline(case, ev["evidence_id"], ev["sha256"], ctx)
+                    net = NetPipeline(case, eid, ev["sha256"], ctx)
                 net.process(item)
-                if progress:
-                    progress(item.base + int(item.off[-1]) if len(item) else item.base)
-            else:
-                name, tbl = item
-                pending.setdefault(name, []).append(tbl)
+                if progress and len(item):
+                    progress(item.base + int(item.off[-1]))
+                continue
+            name, tbl = item
+            if name not in TABLES:
+                raise KeyError(f"source {src.name} produced rows for undeclared table {name!r}")
+            buffered.setdefault(name, []).append(TABLES[name].conform(tbl))
+            if sum(t.num_rows for t in buffered[name]) >= FLUSH_ROWS:
+                flush(name)
+        for name in list(buffered):
+            flush(name)
         if net is not None:
             net.finish()
             result.records = net.frames
+            sessions = net.sessions_table()
+            if sessions.num_rows:
+                case._insert("sessions", sessions)
+            result.sessions = sessions.num_rows
+            counts["sessions"] = counts.get("sessions", 0) + sessions.num_rows
+        warnings = ctx.warning_table()
+        if warnings.num_rows:
+            case._insert("ingest_warnings", warnings)
+        result.warnings = warnings.num_rows
+        result.tables = counts
+        if not result.records:
+            result.records = sum(counts.values())
+        result.seconds = time.perf_counter() - t0
+        case._finish_ingest(eid, net, result, started)
     except BaseException:
+        case._abort_ingest(eid)
         if net is not None:
             net.abort()
         raise
-    tables: dict[str, pa.Table] = {
-        name: pa.concat_tables([TABLES[name].conform(t) for t in parts])
-        for name, parts in pending.items()
-    }
-    if net is not None:
-        tables["sessions"] = net.sessions_table()
-        result.sessions = tables["sessions"].num_rows
-    warnings = ctx.warning_table()
-    tables["ingest_warnings"] = warnings
-    result.warnings = warnings.num_rows
-    result.tables = {k: v.num_rows for k, v in tables.items()}
-    result.seconds = time.perf_counter() - t0
-    if not result.records:
-        result.records = sum(v.num_rows for k, v in tables.items() if k != "ingest_warnings")
-    case._commit_ingest(ev, tables, net, result, started)
     return result
+
+
+def _stamp(tbl: pa.Table, evidence_id: str) -> pa.Table:
+    """Provenance: every row of a record batch names the evidence it came from."""
+    if "evidence_id" not in tbl.column_names:
+        return tbl
+    i = tbl.column_names.index("evidence_id")
+    col = pa.array([evidence_id] * tbl.num_rows, tbl.schema.field(i).type)
+    return tbl.set_column(i, tbl.schema.field(i), col)

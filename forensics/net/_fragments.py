@@ -66,7 +66,14 @@ class FragmentReassembler:
                 dg = self.pending[key] = _Datagram(ts, b.base + int(b.off[fr]))
             fo = int(rows[r, d.F_FRAGOFF])
             po = int(rows[r, d.F_PAYOFF])
-            plen = int(rows[r, d.F_PAYLEN])
+            if fo == 0:
+                # The decoder went on into the first fragment's transport header, so
+                # F_PAYOFF points past it; the fragment's data starts at the IP payload.
+                po = _fragment_data_start(b.buf, int(rows[r, d.F_IPOFF]), int(rows[r, d.F_IPV]))
+            ipoff = int(rows[r, d.F_IPOFF])
+            ip_end = ipoff + int(rows[r, d.F_IPLEN])
+            frame_end = int(b.off[fr]) + int(b.caplen[fr])
+            plen = max(0, min(ip_end, frame_end) - po) if po >= 0 else 0
             data = b.buf[po:po + plen].tobytes() if po >= 0 else b""
             end = min(fo + len(data), MAX_DATAGRAM)
             seg = np.frombuffer(data[: max(0, end - fo)], np.uint8)
@@ -150,3 +157,26 @@ class FragmentReassembler:
                           "but not counted in a session")
         self.pending.clear()
         return []
+
+
+def _fragment_data_start(buf: np.ndarray, ipoff: int, ipv: int) -> int:
+    """Offset where a fragment's data begins: after the IPv4 header, or after the
+    IPv6 fragment header (RFC 8200 §4.5: the fragmentable part follows it)."""
+    if ipoff < 0:
+        return -1
+    if ipv == 4:
+        return ipoff + (int(buf[ipoff]) & 0xF) * 4
+    nh, q = int(buf[ipoff + 6]), ipoff + 40
+    for _ in range(16):
+        if q + 8 > buf.shape[0]:
+            return -1
+        if nh == 44:
+            return q + 8
+        if nh == 51:
+            hl = (int(buf[q + 1]) + 2) * 4
+        elif nh in (0, 43, 60, 135, 139, 140, 253, 254):
+            hl = (int(buf[q + 1]) + 1) * 8
+        else:
+            return -1
+        nh, q = int(buf[q]), q + hl
+    return -1

@@ -213,6 +213,8 @@ class NetPipeline:
 
     def _emit(self, idx: np.ndarray) -> None:
         """Turn flow-table rows into sessions rows (Zeek conn.log semantics)."""
+        if idx.size == 0:
+            return
         fi, fa, fh = self.fi[idx], self.fa[idx], self.fh[idx]
         fi_full = self.fi
         self.fi[idx, fl.FI_ALIVE] = 0

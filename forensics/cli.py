@@ -1,0 +1,248 @@
+"""The ``breachbook`` command line.
+
+::
+
+    breachbook ingest CASE_DIR EVIDENCE...        register and ingest files or folders
+    breachbook info CASE_DIR                      evidence, tables and warnings at a glance
+    breachbook sql CASE_DIR "SELECT ..."          any query; --format table|csv|json
+    breachbook verify CASE_DIR                    re-hash evidence against its registration
+    breachbook scenario generate --seed N --out DIR [--profile P] [--noise L]
+    breachbook demo --out CASE_DIR --report FILE  build the demo case and its report
+    breachbook report CASE_DIR -o report.html     render the post-breach report
+
+Exit codes: 0 success, 1 a command failed (message on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from forensics import __version__
+from forensics.errors import BreachbookError
+
+__all__ = ["main"]
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Register and ingest evidence, with a progress bar and a summary."""
+    from tqdm import tqdm
+
+    from forensics import open_case
+    from forensics.sources import iter_files
+
+    files = list(iter_files(args.evidence))
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise BreachbookError(f"no such file: {', '.join(map(str, missing))}")
+    total = sum(f.stat().st_size for f in files)
+    t0 = time.perf_counter()
+    results = []
+    with open_case(args.case) as case, tqdm(
+        total=total, unit="B", unit_scale=True, disable=args.quiet, desc="ingest",
+        file=sys.stderr,
+    ) as bar:
+        done_before = 0
+        for f in files:
+            bar.set_postfix_str(f.name[-40:])
+
+            def cb(_f: Path, done: int, base: int = done_before) -> None:
+                bar.update(max(0, base + done - bar.n))
+
+            res = case.ingest(f, fmt=args.format, strict=args.strict, progress=cb)
+            results.extend(res)
+            done_before += f.stat().st_size
+            bar.update(done_before - bar.n)
+            for r in res:
+                if r.error:
+                    tqdm.write(f"skipped {r.path}: {r.error}", file=sys.stderr)
+    secs = time.perf_counter() - t0
+    packets = sum(r.records for r in results if r.format in ("pcap", "pcapng"))
+    records = sum(r.records for r in results if r.format not in ("pcap", "pcapng"))
+    sessions = sum(r.sessions for r in results)
+    warnings = sum(r.warnings for r in results)
+    skipped = sum(r.skipped for r in results)
+    failed = sum(bool(r.error) for r in results)
+    print(f"{len(results)} file(s), {_fmt_bytes(total)} in {secs:.1f} s "
+          f"({_fmt_bytes(total / secs if secs else 0)}/s)")
+    print(f"  packets   {packets:>12,}  ({packets / secs if secs else 0:,.0f}/s)")
+    if records:
+        print(f"  records   {records:>12,}")
+    print(f"  sessions  {sessions:>12,}")
+    print(f"  warnings  {warnings:>12,}" + ("  (breachbook info shows them)" if warnings else ""))
+    if skipped:
+        print(f"  already in the case: {skipped}")
+    if failed:
+        print(f"  not ingested: {failed} (not a format Breachbook reads)")
+    return 1 if failed and failed == len(results) else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print the case's evidence, tables and warnings."""
+    from forensics import open_case
+
+    with open_case(args.case, create=False, read_only=True) as case:
+        ev = case.evidence()
+        print(f"case {case.path}")
+        print(f"\nevidence ({len(ev)})")
+        for row in ev.itertuples():
+            print(f"  {row.evidence_id}  {row.format or '?':8} {row.status:9} {_fmt_bytes(row.size):>10}  "
+                  f"sha256 {row.sha256}  {row.path}")
+        print("\ntables")
+        for row in case.tables().itertuples():
+            print(f"  {row.table:18} {row.rows:>12,}  {row.doc}")
+        w = case.sql("SELECT code, severity, sum(count) AS n, min(\"offset\") AS first_offset, "
+                     "any_value(message) AS example FROM ingest_warnings GROUP BY ALL ORDER BY n DESC")
+        if len(w):
+            print("\nwarnings")
+            for row in w.itertuples():
+                print(f"  {row.code:28} {row.severity:8} {int(row.n):>8}  first at {row.first_offset}: "
+                      f"{row.example}")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Run a query and print the result."""
+    from forensics import open_case
+
+    with open_case(args.case, create=False, read_only=True) as case:
+        df = case.sql(args.query)
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", date_format="iso", default_handler=str))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", args.max_rows, "display.max_columns", None,
+                               "display.width", 200):
+            print(df.to_string(index=False) if len(df) else "(no rows)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Re-hash evidence; exit 1 when any file changed or vanished."""
+    from forensics import open_case
+
+    with open_case(args.case, create=False, read_only=True) as case:
+        ev = case.verify_evidence()
+    for row in ev.itertuples():
+        print(f"{row.status:8} {row.sha256}  {row.path}")
+    return 0 if (ev["status"] == "ok").all() else 1
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    """Generate a training scenario with its answer key."""
+    from forensics import scenario
+
+    t0 = time.perf_counter()
+    key = scenario.generate(Path(args.out), seed=args.seed, profile=args.profile, noise=args.noise)
+    print(f"scenario seed {args.seed} ({args.profile}) written to {args.out} in "
+          f"{time.perf_counter() - t0:.1f} s; answer key: {Path(args.out) / 'answer_key.json'}")
+    if args.verbose:
+        print(json.dumps(key, indent=2, default=str))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the demo case (scenario + ingest) and render its report."""
+    from forensics.demo import build_demo
+
+    report = build_demo(Path(args.out), Path(args.report), seed=args.seed)
+    print(f"demo case: {args.out}\nreport:    {report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render the post-breach report of a case to HTML."""
+    from forensics.report import render_report
+
+    params = dict(p.split("=", 1) for p in args.param)
+    out = render_report(Path(args.case), Path(args.output), params)
+    print(f"report written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and documentation)."""
+    p = argparse.ArgumentParser(prog="breachbook", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"breachbook {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ingest", help="register and ingest evidence files or folders")
+    s.add_argument("case", help="case directory (created if missing)")
+    s.add_argument("evidence", nargs="+", help="files or folders")
+    s.add_argument("--format", help="force a format instead of detecting it (e.g. pcap)")
+    s.add_argument("--strict", action="store_true", help="fail on the first corrupt record")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("info", help="evidence, tables and warnings of a case")
+    s.add_argument("case")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("sql", help="run a SQL query against a case")
+    s.add_argument("case")
+    s.add_argument("query")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--max-rows", type=int, default=200)
+    s.set_defaults(func=cmd_sql)
+
+    s = sub.add_parser("verify", help="re-hash evidence against its registration")
+    s.add_argument("case")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("scenario", help="training scenarios")
+    ss = s.add_subparsers(dest="action", required=True)
+    g = ss.add_parser("generate", help="generate a breach scenario with an answer key")
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--out", required=True)
+    g.add_argument("--profile", choices=["small", "standard", "large"], default="standard")
+    g.add_argument("--noise", default="normal")
+    g.set_defaults(func=cmd_scenario)
+
+    s = sub.add_parser("demo", help="build the demo case and its report")
+    s.add_argument("--out", default="cases/demo")
+    s.add_argument("--report", default="reports/demo-report.html")
+    s.add_argument("--seed", type=int, default=7)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("report", help="render the post-breach report (HTML)")
+    s.add_argument("case")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--param", action="append", default=[], help="notebook parameter k=v")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``breachbook`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except BreachbookError as exc:
+        print(f"breachbook: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("breachbook: interrupted; the case keeps what was committed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
