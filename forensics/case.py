@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 
 from forensics import __version__
@@ -35,25 +34,27 @@ from forensics.errors import CaseError, EvidenceChangedError, QueryError
 from forensics.tables import TABLES
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from forensics.ingest import IngestResult
     from forensics.net.pipeline import NetPipeline
 
-__all__ = ["Case", "open_case"]
+__all__ = ["Case", "hash_file", "open_case"]
 
 DB_NAME = "case.duckdb"
 
 
-def _hash_file(path: Path, progress: Callable[[int], None] | None = None) -> tuple[str, str, int]:
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+def hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
+    """Hex digest and size of a file, read in 8 MiB blocks (hashlib releases the GIL)."""
+    h = hashlib.new(algorithm)
     size = 0
+    buf = bytearray(8 << 20)
+    view = memoryview(buf)
     with path.open("rb") as fh:
-        while chunk := fh.read(8 << 20):
-            sha.update(chunk)
-            md5.update(chunk)
-            size += len(chunk)
-            if progress:
-                progress(size)
-    return sha.hexdigest(), md5.hexdigest(), size
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+            size += n
+    return h.hexdigest(), size
 
 
 class Case:
@@ -138,13 +139,13 @@ class Case:
         """
         self._need_write()
         p = Path(path).resolve()
-        sha, md5, size = _hash_file(p)
+        sha, size = hash_file(p)
         eid = sha[:16]
         row = self.sql("SELECT * FROM evidence WHERE evidence_id = ?", [eid])
         if len(row):
             return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.iloc[0].items()}
         rec = {
-            "evidence_id": eid, "sha256": sha, "md5": md5, "path": str(p), "name": p.name,
+            "evidence_id": eid, "sha256": sha, "md5": None, "path": str(p), "name": p.name,
             "size": size, "format": fmt, "registered_at": self._now(),
             "registered_by": f"{_user()}@{socket.gethostname()}", "status": "registered",
             "ingested_at": None,
@@ -172,7 +173,7 @@ class Case:
                 now.append(None)
                 status.append("missing")
                 continue
-            h = _hash_file(Path(p))[0]
+            h = hash_file(Path(p))[0]
             now.append(h)
             status.append("ok" if h == sha else "changed")
         ev["sha256_now"] = now
@@ -188,7 +189,7 @@ class Case:
 
     def ingest(
         self, *paths: str | Path, fmt: str | None = None, strict: bool = False,
-        progress: bool | Callable[[Path, int], None] = False,
+        progress: bool | Callable[[Path, int], None] = False, md5: bool = False,
     ) -> list[IngestResult]:
         """Register and ingest evidence files or folders.
 
@@ -202,6 +203,8 @@ class Case:
             strict: raise on the first corrupt record instead of warning.
             progress: True for a progress bar (tqdm) per file, or a callable
                 ``(file, bytes_done)`` to report progress elsewhere.
+            md5: also record each file's MD5 (SHA-256 is always recorded and keys
+                the evidence; MD5 costs twice as much and is off by default).
 
         Returns:
             One :class:`~forensics.ingest.IngestResult` per file.
@@ -229,7 +232,7 @@ class Case:
                     bar.update(done - bar.n)
 
             try:
-                results.append(ingest_file(self, f, fmt=fmt, strict=strict, progress=cb))
+                results.append(ingest_file(self, f, fmt=fmt, strict=strict, progress=cb, md5=md5))
             finally:
                 if bar is not None:
                     bar.close()
@@ -244,15 +247,16 @@ class Case:
                 self.con.execute(f"DELETE FROM {t.name} WHERE evidence_id = ?", [evidence_id])
 
     def _finish_ingest(
-        self, evidence_id: str, net: NetPipeline | None, result: IngestResult, started: datetime
+        self, evidence_id: str, net: NetPipeline | None, result: IngestResult, started: datetime,
+        md5: str | None = None,
     ) -> None:
         """Publish the Parquet partition and commit (engine use only)."""
         if net is not None:
             net.publish()
         finished = self._now()
         self.con.execute(
-            "UPDATE evidence SET status = 'ingested', ingested_at = ? WHERE evidence_id = ?",
-            [finished, evidence_id])
+            "UPDATE evidence SET status = 'ingested', ingested_at = ?, md5 = coalesce(?, md5) "
+            "WHERE evidence_id = ?", [finished, md5, evidence_id])
         run = {
             "evidence_id": evidence_id, "started_at": started, "finished_at": finished,
             "seconds": result.seconds, "tool_version": __version__, "records": result.records,
@@ -311,6 +315,8 @@ class Case:
         for t in TABLES.values():
             n = int(self.con.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0])  # type: ignore[index]
             rows.append({"table": t.name, "rows": n, "storage": t.storage, "doc": t.doc})
+        import pandas as pd
+
         return pd.DataFrame(rows)
 
     def evidence(self) -> pd.DataFrame:

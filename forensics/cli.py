@@ -62,7 +62,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             def cb(_f: Path, done: int, base: int = done_before) -> None:
                 bar.update(max(0, base + done - bar.n))
 
-            res = case.ingest(f, fmt=args.format, strict=args.strict, progress=cb)
+            res = case.ingest(f, fmt=args.format, strict=args.strict, progress=cb, md5=args.md5)
             results.extend(res)
             done_before += f.stat().st_size
             bar.update(done_before - bar.n)
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("evidence", nargs="+", help="files or folders")
     s.add_argument("--format", help="force a format instead of detecting it (e.g. pcap)")
     s.add_argument("--strict", action="store_true", help="fail on the first corrupt record")
+    s.add_argument("--md5", action="store_true", help="also record MD5 (SHA-256 always is)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_ingest)
 

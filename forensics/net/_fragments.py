@@ -149,19 +149,21 @@ class FragmentReassembler:
                 if force:
                     return
 
-    def flush(self) -> list[None]:
+    def flush(self) -> None:
         """Report datagrams still incomplete at the end of the file."""
         for dg in self.pending.values():
             self.ctx.warn(dg.offset, "fragments_incomplete",
                           "fragmented datagram never completed; its fragments are indexed "
                           "but not counted in a session")
         self.pending.clear()
-        return []
 
 
 def _fragment_data_start(buf: np.ndarray, ipoff: int, ipv: int) -> int:
-    """Offset where a fragment's data begins: after the IPv4 header, or after the
-    IPv6 fragment header (RFC 8200 §4.5: the fragmentable part follows it)."""
+    """Offset where a fragment's data begins.
+
+    That is after the IPv4 header, or after the IPv6 fragment header (RFC 8200
+    §4.5: the fragmentable part follows it).
+    """
     if ipoff < 0:
         return -1
     if ipv == 4:

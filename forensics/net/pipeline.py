@@ -10,14 +10,16 @@ flow table after every chunk.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
+import queue
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numba import njit
 
 from forensics.net import _decode as d
 from forensics.net import _flows as fl
@@ -30,23 +32,49 @@ if TYPE_CHECKING:
     from forensics.case import Case
     from forensics.ingest import IngestContext
 
-__all__ = ["NetPipeline", "session_uid"]
+__all__ = ["NetPipeline", "format_addr", "session_uid", "session_uids"]
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-def session_uid(evidence_sha256: str, fid: int) -> str:
-    """Deterministic Zeek-style uid ("C" + base62) for a flow of an evidence file.
+_B62_TABLE = np.frombuffer(_B62.encode(), np.uint8)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
-    ``fid`` is ``first_frame * 2 + tunnel_depth``: the same evidence always
-    yields the same uids, so tags and findings survive a rebuild of the case.
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def session_uids(evidence_sha256: str, fids: np.ndarray) -> np.ndarray:
+    """Deterministic Zeek-style uids ("C" + 17 base62 characters) for flows of one file.
+
+    ``fid`` is ``first_frame * 2 + tunnel_depth``. The uid is a keyed integer hash
+    of it (pure 64-bit arithmetic, so stable across machines and versions): the
+    same evidence always yields the same uids, and tags and findings survive a
+    rebuild of the case.
     """
-    n = int.from_bytes(hashlib.blake2b(f"{evidence_sha256}:{fid}".encode(), digest_size=11).digest())
-    out = []
-    while n:
-        n, k = divmod(n, 62)
-        out.append(_B62[k])
-    return "C" + "".join(reversed(out)).rjust(15, "0")
+    key = np.uint64(int(evidence_sha256[:16], 16))
+    with np.errstate(over="ignore"):
+        x = np.asarray(fids, np.int64).astype(np.uint64) ^ key
+        words = [_splitmix(x), _splitmix(x ^ np.uint64(0x5851F42D4C957F2D))]
+    n = words[0].shape[0]
+    out = np.empty((n, 18), np.uint8)
+    out[:, 0] = ord("C")
+    col = 17
+    for w, ndig in zip(words, (11, 6), strict=True):
+        for _ in range(ndig):
+            out[:, col] = _B62_TABLE[(w % np.uint64(62)).astype(np.intp)]
+            w = w // np.uint64(62)
+            col -= 1
+    return out.view("S18").ravel().astype(str)
+
+
+def session_uid(evidence_sha256: str, fid: int) -> str:
+    """The uid of one flow (see :func:`session_uids`)."""
+    return str(session_uids(evidence_sha256, np.array([fid]))[0])
 
 
 def format_addr(hi: int, lo: int) -> str:
@@ -56,13 +84,35 @@ def format_addr(hi: int, lo: int) -> str:
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
-def _addr_dict(hi: np.ndarray, lo: np.ndarray, valid: np.ndarray) -> pa.DictionaryArray:
-    pairs = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view("V16").ravel()
-    uniq, inv = np.unique(pairs, return_inverse=True)
-    u64 = uniq.view(np.uint64).reshape(-1, 2)
-    names = [format_addr(int(a), int(b)) for a, b in u64]
-    return pa.DictionaryArray.from_arrays(
-        pa.array(inv.astype(np.int32), mask=~valid), pa.array(names, pa.string()))
+class _AddrNames:
+    """Text forms of 128-bit addresses, cached: a capture has few distinct addresses."""
+
+    MAX = 1 << 20
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[int, int], str] = {}
+
+    def names(self, u64: np.ndarray) -> list[str]:
+        """Names for an (n, 2) array of (hi, lo) pairs."""
+        if len(self.cache) > self.MAX:
+            self.cache.clear()
+        out = []
+        c = self.cache
+        for a, b in u64.tolist():
+            name = c.get((a, b))
+            if name is None:
+                name = c[(a, b)] = format_addr(a, b)
+            out.append(name)
+        return out
+
+    def dictionary(self, hi: np.ndarray, lo: np.ndarray, valid: np.ndarray) -> pa.DictionaryArray:
+        """Dictionary-encoded address column (nulls where not ``valid``)."""
+        pairs = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view("V16").ravel()
+        uniq, inv = np.unique(pairs, return_inverse=True)
+        names = self.names(uniq.view(np.uint64).reshape(-1, 2))
+        return pa.DictionaryArray.from_arrays(
+            pa.array(inv.astype(np.int32).ravel(), mask=~valid), pa.array(names, pa.string())
+        )
 
 
 def _opt(a: np.ndarray, missing: np.ndarray, typ: pa.DataType) -> pa.Array:
@@ -83,12 +133,13 @@ class NetPipeline:
         self.sessions: list[pa.Table] = []
         self.parents: dict[int, set[int]] = {}
         self.frags = FragmentReassembler(ctx)
+        self.addrs = _AddrNames()
         self.last_ts = NO_TS
         self.final_dir = case.parquet_dir("packets", evidence_id)
         self.tmp_path = self.final_dir.parent / f".tmp-{evidence_id}-{id(self)}.parquet"
         self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer: pq.ParquetWriter | None = None
         self.schema = TABLES["packets"].arrow_schema()
+        self.out = _ParquetSink(self.tmp_path, self.schema)
 
     # ---- per chunk ------------------------------------------------------------------
 
@@ -123,18 +174,26 @@ class NetPipeline:
         back = has & (prev != NO_TS) & (ts < prev)
         if back.any():
             i = int(np.argmax(back))
-            self.ctx.warn(b.base + int(b.off[i]), "time_backwards",
-                          f"timestamp goes back {(int(prev[i]) - int(ts[i])) / 1e9:.6f} s "
-                          "from the previous packet", count=int(back.sum()))
+            self.ctx.warn(
+                b.base + int(b.off[i]),
+                "time_backwards",
+                f"timestamp goes back {(int(prev[i]) - int(ts[i])) / 1e9:.6f} s "
+                "from the previous packet",
+                count=int(back.sum()),
+            )
         if has.any():
             self.last_ts = int(ts[has][-1])
         cut = b.caplen < b.wirelen
         if cut.any():
             i = int(np.argmax(cut))
-            self.ctx.warn(b.base + int(b.off[i]), "snaplen_cut",
-                          f"{int(cut.sum())} packets captured shorter than on the wire "
-                          f"(first: {int(b.caplen[i])} of {int(b.wirelen[i])} bytes)",
-                          severity="info", count=int(cut.sum()))
+            self.ctx.warn(
+                b.base + int(b.off[i]),
+                "snaplen_cut",
+                f"{int(cut.sum())} packets captured shorter than on the wire "
+                f"(first: {int(b.caplen[i])} of {int(b.wirelen[i])} bytes)",
+                severity="info",
+                count=int(cut.sum()),
+            )
 
     def _warn_errors(self, b: FrameBatch, rows: np.ndarray) -> None:
         err = rows[:, d.F_ERR]
@@ -146,13 +205,28 @@ class NetPipeline:
             if code == d.ERR_LINKTYPE:
                 text += f" ({int(b.linktype[frame_i])})"
             # Cut by the snapshot length is expected, not damage.
-            sev = "info" if code == d.ERR_TRUNC_L4 and b.caplen[frame_i] < b.wirelen[frame_i] else "warning"
-            self.ctx.warn(b.base + int(b.off[frame_i]), f"decode_{code}",
-                          f"{text}: {int(m.sum())} packet(s), first shown", severity=sev,
-                          count=int(m.sum()))
+            sev = (
+                "info"
+                if code == d.ERR_TRUNC_L4 and b.caplen[frame_i] < b.wirelen[frame_i]
+                else "warning"
+            )
+            self.ctx.warn(
+                b.base + int(b.off[frame_i]),
+                f"decode_{code}",
+                f"{text}: {int(m.sum())} packet(s), first shown",
+                severity=sev,
+                count=int(m.sum()),
+            )
 
-    def _track(self, rows: np.ndarray, addr: np.ndarray, ts: np.ndarray, frames: np.ndarray,
-               fid: np.ndarray, orig: np.ndarray) -> None:
+    def _track(
+        self,
+        rows: np.ndarray,
+        addr: np.ndarray,
+        ts: np.ndarray,
+        frames: np.ndarray,
+        fid: np.ndarray,
+        orig: np.ndarray,
+    ) -> None:
         start = 0
         nrows = rows.shape[0]
         while True:
@@ -161,8 +235,22 @@ class NetPipeline:
                 self._grow(need)
             done = np.empty(nrows - start + 1, np.int64)
             r_end, self.nflows, ndone = fl.track(
-                rows[start:], addr[start:], nrows - start, ts, frames, self.fi, self.fa, self.fh,
-                self.ht, self.nflows, LIKELY_TCP, LIKELY_UDP, fid[start:], orig[start:], done)
+                rows[start:],
+                addr[start:],
+                nrows - start,
+                ts,
+                frames,
+                self.fi,
+                self.fa,
+                self.fh,
+                self.ht,
+                self.nflows,
+                LIKELY_TCP,
+                LIKELY_UDP,
+                fid[start:],
+                orig[start:],
+                done,
+            )
             if ndone:
                 self._emit(done[:ndone])
             start += r_end
@@ -215,53 +303,87 @@ class NetPipeline:
         """Turn flow-table rows into sessions rows (Zeek conn.log semantics)."""
         if idx.size == 0:
             return
-        fi, fa, fh = self.fi[idx], self.fa[idx], self.fh[idx]
-        fi_full = self.fi
+        fi, fa = self.fi[idx], self.fa[idx]
+        hist = np.ascontiguousarray(self.fh[idx]).view(f"S{fl.HMAX}").ravel().astype(str)
         self.fi[idx, fl.FI_ALIVE] = 0
         o, r = fl.EB, fl.EB + fl.EN
-        rows = []
-        for k, f in enumerate(idx.tolist()):
-            v = fi[k]
-            trans = int(v[fl.FI_TRANS])
-            hist = bytes(fh[k, : v[fl.FI_HLEN]]).decode("ascii")
-            start, last = int(v[fl.FI_START_TS]), int(v[fl.FI_LAST_TS])
-            dur = (last - start) / 1e9
-            if trans == fl.T_TCP:
-                osz, rsz = fl.tcp_size(fi_full, f, o), fl.tcp_size(fi_full, f, r)
-                state = fl.conn_state(int(v[o + fl.E_STATE]), int(v[r + fl.E_STATE]), osz, rsz,
-                                      hist, trans)
+        trans = fi[:, fl.FI_TRANS]
+        tcp = trans == fl.T_TCP
+        osz, rsz = _tcp_sizes(self.fi, idx)
+        osz = np.where(tcp, osz, np.maximum(fi[:, fl.FI_OLEN], 0))
+        rsz = np.where(tcp, rsz, np.maximum(fi[:, fl.FI_RLEN], 0))
+        states = []
+        for k in range(idx.size):
+            if tcp[k]:
+                states.append(
+                    fl.conn_state(
+                        int(fi[k, o + fl.E_STATE]),
+                        int(fi[k, r + fl.E_STATE]),
+                        int(osz[k]),
+                        int(rsz[k]),
+                        str(hist[k]),
+                        fl.T_TCP,
+                    )
+                )
             else:
-                osz, rsz = max(int(v[fl.FI_OLEN]), 0), max(int(v[fl.FI_RLEN]), 0)
-                state = fl.conn_state(int(v[fl.FI_OLEN] >= 0), int(v[fl.FI_RLEN] >= 0), osz, rsz,
-                                      hist, trans)
-            fid = int(v[fl.FI_FIRST_FRAME]) * 2 + int(v[fl.FI_DEPTH])
-            parents = self.parents.pop(fid, None)
-            missed = 0
-            if trans == fl.T_TCP:
-                missed = sum(max(0, int(v[e + fl.E_HOLES]) - int(v[e + fl.E_FILLS])) for e in (o, r))
-            rows.append({
-                "uid": session_uid(self.sha256, fid),
-                "ts_ns": start, "ts_end_ns": last,
-                "duration": dur if dur > 0 else None,
-                "proto": fl.TRANSPORT_NAMES[trans], "ip_proto": int(v[fl.FI_PROTO]),
-                "orig_h": format_addr(int(fa[k, 0]), int(fa[k, 1])), "orig_p": int(v[fl.FI_OP]),
-                "resp_h": format_addr(int(fa[k, 2]), int(fa[k, 3])), "resp_p": int(v[fl.FI_RP]),
-                "orig_bytes": osz if dur > 0 else None, "resp_bytes": rsz if dur > 0 else None,
-                "conn_state": state, "history": hist or None, "missed_bytes": missed,
-                "orig_pkts": int(v[fl.FI_OPKTS]), "orig_ip_bytes": int(v[fl.FI_OIPB]),
-                "resp_pkts": int(v[fl.FI_RPKTS]), "resp_ip_bytes": int(v[fl.FI_RIPB]),
-                "vlan": int(v[fl.FI_VLAN]) if v[fl.FI_VLAN] >= 0 else None,
-                "inner_vlan": int(v[fl.FI_VLAN2]) if v[fl.FI_VLAN2] >= 0 else None,
-                "tunnel": d.TUNNEL_NAMES.get(int(v[fl.FI_TUN])),
-                "tunnel_parents": sorted(session_uid(self.sha256, p) for p in parents) if parents else None,
-                "source": "pcap", "evidence_id": self.evidence_id,
-                "first_frame": int(v[fl.FI_FIRST_FRAME]), "last_frame": int(v[fl.FI_LAST_FRAME]),
-            })
-        tbl = pa.Table.from_pylist(rows)
-        ts = pa.array(tbl.column("ts_ns").to_numpy() // 1000, pa.int64()).cast(pa.timestamp("us", "UTC"))
-        te = pa.array(tbl.column("ts_end_ns").to_numpy() // 1000, pa.int64()).cast(pa.timestamp("us", "UTC"))
-        tbl = tbl.drop_columns(["ts_ns", "ts_end_ns"]).append_column("ts", ts).append_column("ts_end", te)
-        self.sessions.append(TABLES["sessions"].conform(tbl))
+                states.append(
+                    fl.conn_state(
+                        int(fi[k, fl.FI_OLEN] >= 0),
+                        int(fi[k, fl.FI_RLEN] >= 0),
+                        0,
+                        0,
+                        "",
+                        int(trans[k]),
+                    )
+                )
+        start, last = fi[:, fl.FI_START_TS], fi[:, fl.FI_LAST_TS]
+        has_dur = last > start
+        fids = fi[:, fl.FI_FIRST_FRAME] * 2 + fi[:, fl.FI_DEPTH]
+        parents = []
+        for fid in fids.tolist():
+            p = self.parents.pop(fid, None)
+            parents.append(
+                sorted(session_uids(self.sha256, np.array(sorted(p))).tolist()) if p else None
+            )
+        missed = np.where(
+            tcp,
+            np.maximum(fi[:, o + fl.E_HOLES] - fi[:, o + fl.E_FILLS], 0)
+            + np.maximum(fi[:, r + fl.E_HOLES] - fi[:, r + fl.E_FILLS], 0),
+            0,
+        )
+        names = self.addrs.names
+        vlan, vlan2, tun = fi[:, fl.FI_VLAN], fi[:, fl.FI_VLAN2], fi[:, fl.FI_TUN]
+        ts_type = pa.timestamp("us", "UTC")
+        cols = {
+            "uid": pa.array(session_uids(self.sha256, fids)),
+            "ts": pa.array(start // 1000).cast(ts_type),
+            "ts_end": pa.array(last // 1000).cast(ts_type),
+            "duration": pa.array((last - start) / 1e9, mask=~has_dur),
+            "proto": pa.array([fl.TRANSPORT_NAMES[int(t)] for t in trans]),
+            "ip_proto": pa.array(fi[:, fl.FI_PROTO].astype(np.int16)),
+            "orig_h": pa.array(names(np.ascontiguousarray(fa[:, 0:2]))),
+            "orig_p": pa.array(fi[:, fl.FI_OP].astype(np.int32)),
+            "resp_h": pa.array(names(np.ascontiguousarray(fa[:, 2:4]))),
+            "resp_p": pa.array(fi[:, fl.FI_RP].astype(np.int32)),
+            "orig_bytes": pa.array(osz, mask=~has_dur),
+            "resp_bytes": pa.array(rsz, mask=~has_dur),
+            "conn_state": pa.array(states),
+            "history": pa.array(hist, mask=hist == ""),
+            "missed_bytes": pa.array(missed),
+            "orig_pkts": pa.array(fi[:, fl.FI_OPKTS]),
+            "orig_ip_bytes": pa.array(fi[:, fl.FI_OIPB]),
+            "resp_pkts": pa.array(fi[:, fl.FI_RPKTS]),
+            "resp_ip_bytes": pa.array(fi[:, fl.FI_RIPB]),
+            "vlan": pa.array(vlan.astype(np.int32), mask=vlan < 0),
+            "inner_vlan": pa.array(vlan2.astype(np.int32), mask=vlan2 < 0),
+            "tunnel": pa.array([d.TUNNEL_NAMES.get(int(t)) for t in tun], pa.string()),
+            "tunnel_parents": pa.array(parents, pa.list_(pa.string())),
+            "source": pa.array(np.full(idx.size, "pcap")),
+            "evidence_id": pa.array(np.full(idx.size, self.evidence_id)),
+            "first_frame": pa.array(fi[:, fl.FI_FIRST_FRAME]),
+            "last_frame": pa.array(fi[:, fl.FI_LAST_FRAME]),
+        }
+        self.sessions.append(TABLES["sessions"].conform(pa.table(cols)))
 
     def sessions_table(self) -> pa.Table:
         """All sessions of the file, in order of first packet."""
@@ -272,8 +394,15 @@ class NetPipeline:
 
     # ---- packet index ----------------------------------------------------------------
 
-    def _write_packets(self, b: FrameBatch, rows: np.ndarray, addr: np.ndarray,
-                       frames: np.ndarray, fid: np.ndarray, orig: np.ndarray) -> None:
+    def _write_packets(
+        self,
+        b: FrameBatch,
+        rows: np.ndarray,
+        addr: np.ndarray,
+        frames: np.ndarray,
+        fid: np.ndarray,
+        orig: np.ndarray,
+    ) -> None:
         fi_ = rows[:, d.F_FRAME]
         n = rows.shape[0]
         ts = b.ts_ns[fi_]
@@ -285,14 +414,15 @@ class NetPipeline:
         # Payload of a reassembled datagram is not contiguous in the file.
         no_pay = (payoff < 0) | ((rows[:, d.F_FRAG] & 8) != 0)
         uid_keys, uid_inv = np.unique(fid, return_inverse=True)
-        uid_names = [session_uid(self.sha256, int(k)) if k >= 0 else "" for k in uid_keys]
+        uid_names = session_uids(self.sha256, np.maximum(uid_keys, 0))
         tun = rows[:, d.F_TUNNEL]
         errs = rows[:, d.F_ERR]
         err_names = [d.ERR_TEXT.get(i, "") for i in range(9)]
         tun_names = ["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]]
         cols = {
             "evidence_id": pa.DictionaryArray.from_arrays(
-                pa.array(np.zeros(n, np.int32)), pa.array([self.evidence_id])),
+                pa.array(np.zeros(n, np.int32)), pa.array([self.evidence_id])
+            ),
             "frame": pa.array(frames[fi_]),
             "ts_ns": pa.array(ts, mask=ts == NO_TS),
             "file_offset": pa.array(b.base + b.off[fi_]),
@@ -302,13 +432,14 @@ class NetPipeline:
             "linktype": pa.array(b.linktype[fi_]),
             "tunnel_depth": pa.array(rows[:, d.F_DEPTH].astype(np.uint8)),
             "tunnel": pa.DictionaryArray.from_arrays(
-                pa.array(tun.astype(np.int32), mask=tun == 0), pa.array(tun_names)),
+                pa.array(tun.astype(np.int32), mask=tun == 0), pa.array(tun_names)
+            ),
             "vlan": _opt(rows[:, d.F_VLAN], rows[:, d.F_VLAN] < 0, pa.int16()),
             "inner_vlan": _opt(rows[:, d.F_VLAN2], rows[:, d.F_VLAN2] < 0, pa.int16()),
             "ethertype": _opt(rows[:, d.F_ETHERTYPE], rows[:, d.F_ETHERTYPE] < 0, pa.int32()),
             "ip_version": _opt(rows[:, d.F_IPV], ~isip, pa.uint8()),
-            "src": _addr_dict(addr[:, d.A_SRC_HI], addr[:, d.A_SRC_LO], isip),
-            "dst": _addr_dict(addr[:, d.A_DST_HI], addr[:, d.A_DST_LO], isip),
+            "src": self.addrs.dictionary(addr[:, d.A_SRC_HI], addr[:, d.A_SRC_LO], isip),
+            "dst": self.addrs.dictionary(addr[:, d.A_DST_HI], addr[:, d.A_DST_LO], isip),
             "ip_proto": _opt(rows[:, d.F_PROTO], rows[:, d.F_PROTO] < 0, pa.int16()),
             "src_p": _opt(rows[:, d.F_SPORT], ~ports_ok, pa.int32()),
             "dst_p": _opt(rows[:, d.F_DPORT], ~ports_ok, pa.int32()),
@@ -322,28 +453,23 @@ class NetPipeline:
             "payload_wire_len": _opt(rows[:, d.F_PAYWIRE], ~isip, pa.int32()),
             "frag": _opt(rows[:, d.F_FRAG], ~isip, pa.uint8()),
             "error": pa.DictionaryArray.from_arrays(
-                pa.array(errs.astype(np.int32), mask=errs == 0), pa.array(err_names)),
+                pa.array(errs.astype(np.int32), mask=errs == 0), pa.array(err_names)
+            ),
             "uid": pa.DictionaryArray.from_arrays(
-                pa.array(uid_inv.astype(np.int32).ravel(), mask=fid < 0), pa.array(uid_names)),
+                pa.array(uid_inv.astype(np.int32).ravel(), mask=fid < 0), pa.array(uid_names)
+            ),
             "is_orig": pa.array(orig.astype(bool), mask=fid < 0),
         }
-        tbl = pa.Table.from_pydict(cols, schema=self.schema)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.tmp_path, self.schema, compression="lz4")
-        self.writer.write_table(tbl)
+        self.out.put(pa.Table.from_pydict(cols, schema=self.schema))
 
     # ---- end -------------------------------------------------------------------------
 
     def finish(self) -> None:
         """Flush every connection still open and close the packet index."""
-        for w in self.frags.flush():
-            del w
+        self.frags.flush()
         self._emit(np.nonzero(self.fi[: self.nflows, fl.FI_ALIVE] == 1)[0])
         self.nflows = 0
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.tmp_path, self.schema, compression="lz4")
-            self.writer.write_table(self.schema.empty_table())
-        self.writer.close()
+        self.out.close()
 
     def publish(self) -> None:
         """Make the packet index visible (atomic rename into the evidence's partition)."""
@@ -352,7 +478,63 @@ class NetPipeline:
 
     def abort(self) -> None:
         """Drop the half-written packet index."""
-        if self.writer is not None:
-            with contextlib.suppress(Exception):
-                self.writer.close()
+        with contextlib.suppress(Exception):
+            self.out.close()
         Path(self.tmp_path).unlink(missing_ok=True)
+
+
+class _ParquetSink:
+    """Writes packet-index batches on a background thread.
+
+    pyarrow releases the GIL, so compression and I/O overlap with decoding. The
+    queue is bounded: memory stays bounded if the disk is slower than the decoder.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.schema = schema
+        self.q: queue.Queue[pa.Table | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="parquet-sink", daemon=True)
+        self.thread.start()
+        self.closed = False
+
+    def _run(self) -> None:
+        writer = None
+        try:
+            writer = pq.ParquetWriter(self.path, self.schema, compression="lz4")
+            while (tbl := self.q.get()) is not None:
+                writer.write_table(tbl)
+        except BaseException as exc:  # reported to the producer on its next put/close
+            self.error = exc
+            while self.q.get() is not None:  # drain so the producer never blocks
+                pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def put(self, tbl: pa.Table) -> None:
+        """Queue a batch (blocks while four are waiting)."""
+        if self.error:
+            raise self.error
+        self.q.put(tbl)
+
+    def close(self) -> None:
+        """Finish writing; re-raise a write error."""
+        if not self.closed:
+            self.closed = True
+            self.q.put(None)
+            self.thread.join()
+        if self.error:
+            raise self.error
+
+
+@njit(cache=True)
+def _tcp_sizes(fi: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    o = np.zeros(idx.shape[0], np.int64)
+    r = np.zeros(idx.shape[0], np.int64)
+    for k in range(idx.shape[0]):
+        if fi[idx[k], fl.FI_TRANS] == fl.T_TCP:
+            o[k] = fl.tcp_size(fi, idx[k], fl.EB)
+            r[k] = fl.tcp_size(fi, idx[k], fl.EB + fl.EN)
+    return o, r

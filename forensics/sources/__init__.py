@@ -15,6 +15,7 @@ its fixture.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,9 @@ from forensics.errors import UnsupportedSource
 if TYPE_CHECKING:
     from forensics.ingest import IngestContext
 
-__all__ = ["Source", "all_sources", "detect", "get", "register"]
+__all__ = ["Source", "all_sources", "detect", "get", "iter_files", "register", "unavailable"]
+
+log = logging.getLogger(__name__)
 
 SNIFF_BYTES = 4096
 
@@ -60,14 +63,29 @@ def register(cls: S) -> S:
     return cls
 
 
+_BROKEN: dict[str, str] = {}
+
+
 def _load() -> None:
     global _loaded
     if _loaded:
         return
     for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_"):
+        if mod.name.startswith("_"):
+            continue
+        try:
             importlib.import_module(f"{__name__}.{mod.name}")
+        except ImportError as exc:
+            # A source whose optional dependency is missing must not stop the others.
+            _BROKEN[mod.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("source %s unavailable: %s", mod.name, exc)
     _loaded = True
+
+
+def unavailable() -> dict[str, str]:
+    """Source modules that could not be loaded, with the reason (e.g. a missing package)."""
+    _load()
+    return dict(_BROKEN)
 
 
 def all_sources() -> dict[str, Source]:
@@ -84,7 +102,9 @@ def get(name: str) -> Source:
     """
     sources = all_sources()
     if name not in sources:
-        raise UnsupportedSource(f"unknown format {name!r}; known: {', '.join(sorted(sources))}")
+        why = f" (module {name} unavailable: {_BROKEN[name]})" if name in _BROKEN else ""
+        raise UnsupportedSource(
+            f"unknown format {name!r}{why}; known: {', '.join(sorted(sources))}")
     return sources[name]
 
 

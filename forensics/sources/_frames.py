@@ -76,14 +76,15 @@ class _Chunks:
 
     def more(self, keep_from: int) -> bool:
         """Drop ``buf[:keep_from]`` and append the next chunk; False at end of file."""
-        data = self.fh.read(CHUNK)
         tail = self.buf[keep_from:]
         self.base += keep_from
-        if not data:
+        new = np.empty(tail.shape[0] + CHUNK, np.uint8)
+        new[: tail.shape[0]] = tail
+        got = self.fh.readinto(memoryview(new)[tail.shape[0]:])  # type: ignore[attr-defined]
+        self.buf = new[: tail.shape[0] + (got or 0)]
+        if not got:
             self.eof = True
-            self.buf = tail
             return False
-        self.buf = np.concatenate([tail, np.frombuffer(data, np.uint8)])
         return True
 
 
