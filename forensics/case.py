@@ -140,6 +140,10 @@ class Case:
         self._need_write()
         p = Path(path).resolve()
         sha, size = hash_file(p)
+        return self._register_digest(p, sha, size, fmt)
+
+    def _register_digest(self, p: Path, sha: str, size: int, fmt: str | None) -> dict[str, Any]:
+        """Record evidence whose SHA-256 is already known (engine use)."""
         eid = sha[:16]
         row = self.sql("SELECT * FROM evidence WHERE evidence_id = ?", [eid])
         if len(row):

@@ -10,10 +10,11 @@ interrupted ingest leaves the case as it was before that file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,7 +89,8 @@ class IngestContext:
 
     def warning_table(self) -> pa.Table:
         """All warnings so far as a table conforming to ``ingest_warnings``."""
-        rows = list(self.warnings)
+        # Warnings may come before the hash (and so the evidence id) is known.
+        rows = [{**w, "evidence_id": self.evidence_id} for w in self.warnings]
         for code, (n, first) in self._overflow.items():
             rows.append({
                 "evidence_id": self.evidence_id, "path": str(self.path), "offset": first,
@@ -132,6 +134,57 @@ class IngestResult:
     tables: dict[str, int] = field(default_factory=dict)
 
 
+class _AlreadyIngested(Exception):
+    """Raised inside a run once the hash shows the evidence is already in the case."""
+
+
+class _Run:
+    """One file's ingest: parse while the SHA-256 is computed on another core.
+
+    Nothing keyed by the evidence (its id, uids, DuckDB rows) is written until the
+    hash is known; the packet sink and the session builder wait for it. If the
+    hash shows the evidence is already ingested, the run stops early.
+    """
+
+    def __init__(self, case: Case, path: Path, fmt: str, sha: Future[tuple[str, int]],
+                 ctx: IngestContext, result: IngestResult):
+        self.case, self.path, self.fmt, self.sha, self.ctx, self.result = (
+            case, path, fmt, sha, ctx, result)
+        self.ev: dict[str, Any] | None = None
+        self.started = case._now()
+        self.buffered: dict[str, list[pa.Table]] = {}
+        self.counts: dict[str, int] = {}
+
+    def registered(self) -> dict[str, Any]:
+        """Register the evidence (waiting for its hash) and open the transaction."""
+        if self.ev is None:
+            sha, size = self.sha.result()
+            ev = self.case._register_digest(self.path.resolve(), sha, size, self.fmt)
+            self.result.evidence_id, self.result.bytes = ev["evidence_id"], ev["size"]
+            self.ctx.evidence_id = ev["evidence_id"]
+            if ev["status"] == "ingested":
+                raise _AlreadyIngested
+            self.case._begin_ingest(ev["evidence_id"])
+            self.ev = ev
+        return self.ev
+
+    def add(self, name: str, tbl: pa.Table) -> None:
+        """Buffer record rows for ``name``; written in batches of FLUSH_ROWS."""
+        if name not in TABLES:
+            raise KeyError(f"source {self.fmt} produced rows for undeclared table {name!r}")
+        self.buffered.setdefault(name, []).append(TABLES[name].conform(tbl))
+        if sum(t.num_rows for t in self.buffered[name]) >= FLUSH_ROWS:
+            self.flush(name)
+
+    def flush(self, name: str) -> None:
+        """Write the buffered rows of one table."""
+        parts = self.buffered.pop(name, [])
+        if parts:
+            tbl = _stamp(pa.concat_tables(parts), self.registered()["evidence_id"])
+            self.case._insert(name, tbl)
+            self.counts[name] = self.counts.get(name, 0) + tbl.num_rows
+
+
 def ingest_file(
     case: Case, path: Path, *, fmt: str | None = None, strict: bool = False,
     progress: Callable[[int], None] | None = None, md5: bool = False,
@@ -155,48 +208,29 @@ def ingest_file(
         result.error = str(exc)
         return result
     result.format = src.name
-    ev = case.register(path, fmt=src.name)
-    result.evidence_id = ev["evidence_id"]
-    result.bytes = ev["size"]
-    if ev["status"] == "ingested":
-        result.skipped = True
-        return result
-    ctx = IngestContext(path=path, evidence_id=ev["evidence_id"], strict=strict, progress=progress)
-    eid = ev["evidence_id"]
-    started = case._now()
+    # SHA-256 (which keys the evidence) runs beside the parse on the other core;
+    # MD5, for hash lists that still use it, is optional: it costs twice as much.
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
+    sha_future = pool.submit(hash_file, path)
+    md5_future = pool.submit(hash_file, path, "md5") if md5 else None
+    ctx = IngestContext(path=path, evidence_id="", strict=strict, progress=progress)
+    run = _Run(case, path, src.name, sha_future, ctx, result)
     net: NetPipeline | None = None
-    buffered: dict[str, list[pa.Table]] = {}
-    counts: dict[str, int] = {}
-
-    def flush(name: str) -> None:
-        parts = buffered.pop(name, [])
-        if parts:
-            tbl = _stamp(pa.concat_tables(parts), eid)
-            case._insert(name, tbl)
-            counts[name] = counts.get(name, 0) + tbl.num_rows
-
-    # MD5 (for hash lists that still use it) is optional: it is twice as slow as
-    # SHA-256 and does not key anything. When asked for, it runs beside the parse.
-    md5_pool = ThreadPoolExecutor(max_workers=1)
-    md5_future = md5_pool.submit(hash_file, path, "md5") if md5 else None
-    case._begin_ingest(eid)
     try:
         for item in src.read(path, ctx):
+            if sha_future.done():
+                run.registered()  # stops early when the evidence is already in the case
             if isinstance(item, FrameBatch):
                 if net is None:
-                    net = NetPipeline(case, eid, ev["sha256"], ctx)
+                    net = NetPipeline(case, ctx, sha_future)
                 net.process(item)
                 if progress and len(item):
                     progress(item.base + int(item.off[-1]))
-                continue
-            name, tbl = item
-            if name not in TABLES:
-                raise KeyError(f"source {src.name} produced rows for undeclared table {name!r}")
-            buffered.setdefault(name, []).append(TABLES[name].conform(tbl))
-            if sum(t.num_rows for t in buffered[name]) >= FLUSH_ROWS:
-                flush(name)
-        for name in list(buffered):
-            flush(name)
+            else:
+                run.add(*item)
+        ev = run.registered()
+        for name in list(run.buffered):
+            run.flush(name)
         if net is not None:
             net.finish()
             result.records = net.frames
@@ -204,24 +238,36 @@ def ingest_file(
             if sessions.num_rows:
                 case._insert("sessions", sessions)
             result.sessions = sessions.num_rows
-            counts["sessions"] = counts.get("sessions", 0) + sessions.num_rows
+            run.counts["sessions"] = run.counts.get("sessions", 0) + sessions.num_rows
         warnings = ctx.warning_table()
         if warnings.num_rows:
             case._insert("ingest_warnings", warnings)
         result.warnings = warnings.num_rows
-        result.tables = counts
+        result.tables = run.counts
         if not result.records:
-            result.records = sum(counts.values())
+            result.records = sum(run.counts.values())
         result.seconds = time.perf_counter() - t0
-        case._finish_ingest(eid, net, result, started,
+        case._finish_ingest(ev["evidence_id"], net, result, run.started,
                             md5=md5_future.result()[0] if md5_future else None)
+    except _AlreadyIngested:
+        if net is not None:
+            net.abort()
+        result.skipped = True
+        result.records = 0
     except BaseException:
-        case._abort_ingest(eid)
+        if run.ev is not None:
+            case._abort_ingest(run.ev["evidence_id"])
+        else:
+            # Failed before anything was written: still record the evidence as seen
+            # (failed), unless hashing it would keep an interrupted user waiting.
+            with contextlib.suppress(Exception):
+                sha_future.result(timeout=2)
+                case._abort_ingest(run.registered()["evidence_id"])
         if net is not None:
             net.abort()
         raise
     finally:
-        md5_pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)
     return result
 
 

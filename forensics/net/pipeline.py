@@ -13,6 +13,8 @@ import contextlib
 import ipaddress
 import queue
 import threading
+import uuid
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,24 +124,33 @@ def _opt(a: np.ndarray, missing: np.ndarray, typ: pa.DataType) -> pa.Array:
 class NetPipeline:
     """Packet pass for one capture file (engine use; see :mod:`forensics.ingest`)."""
 
-    def __init__(self, case: Case, evidence_id: str, sha256: str, ctx: IngestContext):
+    def __init__(self, case: Case, ctx: IngestContext, sha: Future[tuple[str, int]]):
         self.case = case
-        self.evidence_id = evidence_id
-        self.sha256 = sha256
         self.ctx = ctx
+        self._sha = sha
         self.frames = 0
         self.fi, self.fa, self.fh, self.ht = fl.new_state(1 << 14)
         self.nflows = 0
-        self.sessions: list[pa.Table] = []
+        self.sessions: list[tuple[pa.Table, np.ndarray, list[list[int] | None]]] = []
         self.parents: dict[int, set[int]] = {}
         self.frags = FragmentReassembler(ctx)
         self.addrs = _AddrNames()
         self.last_ts = NO_TS
-        self.final_dir = case.parquet_dir("packets", evidence_id)
-        self.tmp_path = self.final_dir.parent / f".tmp-{evidence_id}-{id(self)}.parquet"
-        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = case.path / "parquet" / "packets"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = tmp_dir / f".tmp-{uuid.uuid4().hex}.parquet"
         self.schema = TABLES["packets"].arrow_schema()
-        self.out = _ParquetSink(self.tmp_path, self.schema)
+        self.out = _ParquetSink(self.tmp_path, self.schema, self)
+
+    @property
+    def sha256(self) -> str:
+        """The evidence's SHA-256 (waits for the hashing thread)."""
+        return self._sha.result()[0]
+
+    @property
+    def evidence_id(self) -> str:
+        """The evidence id (waits for the hash)."""
+        return self.sha256[:16]
 
     # ---- per chunk ------------------------------------------------------------------
 
@@ -339,12 +350,10 @@ class NetPipeline:
         start, last = fi[:, fl.FI_START_TS], fi[:, fl.FI_LAST_TS]
         has_dur = last > start
         fids = fi[:, fl.FI_FIRST_FRAME] * 2 + fi[:, fl.FI_DEPTH]
-        parents = []
+        parents: list[list[int] | None] = []
         for fid in fids.tolist():
             p = self.parents.pop(fid, None)
-            parents.append(
-                sorted(session_uids(self.sha256, np.array(sorted(p))).tolist()) if p else None
-            )
+            parents.append(sorted(p) if p else None)
         missed = np.where(
             tcp,
             np.maximum(fi[:, o + fl.E_HOLES] - fi[:, o + fl.E_FILLS], 0)
@@ -355,7 +364,6 @@ class NetPipeline:
         vlan, vlan2, tun = fi[:, fl.FI_VLAN], fi[:, fl.FI_VLAN2], fi[:, fl.FI_TUN]
         ts_type = pa.timestamp("us", "UTC")
         cols = {
-            "uid": pa.array(session_uids(self.sha256, fids)),
             "ts": pa.array(start // 1000).cast(ts_type),
             "ts_end": pa.array(last // 1000).cast(ts_type),
             "duration": pa.array((last - start) / 1e9, mask=~has_dur),
@@ -377,20 +385,30 @@ class NetPipeline:
             "vlan": pa.array(vlan.astype(np.int32), mask=vlan < 0),
             "inner_vlan": pa.array(vlan2.astype(np.int32), mask=vlan2 < 0),
             "tunnel": pa.array([d.TUNNEL_NAMES.get(int(t)) for t in tun], pa.string()),
-            "tunnel_parents": pa.array(parents, pa.list_(pa.string())),
             "source": pa.array(np.full(idx.size, "pcap")),
-            "evidence_id": pa.array(np.full(idx.size, self.evidence_id)),
             "first_frame": pa.array(fi[:, fl.FI_FIRST_FRAME]),
             "last_frame": pa.array(fi[:, fl.FI_LAST_FRAME]),
         }
-        self.sessions.append(TABLES["sessions"].conform(pa.table(cols)))
+        # uids need the evidence hash, which may still be computing: added at the end.
+        self.sessions.append((pa.table(cols), fids, parents))
 
     def sessions_table(self) -> pa.Table:
-        """All sessions of the file, in order of first packet."""
+        """All sessions of the file, in order of first packet, with their uids."""
+        spec = TABLES["sessions"]
         if not self.sessions:
-            return TABLES["sessions"].empty()
-        t = pa.concat_tables(self.sessions)
-        return t.sort_by([("first_frame", "ascending")])
+            return spec.empty()
+        sha, eid = self.sha256, self.evidence_id
+        parts = []
+        for tbl, fids, parents in self.sessions:
+            uids = session_uids(sha, fids)
+            puids = [sorted(session_uids(sha, np.array(p)).tolist()) if p else None for p in parents]
+            tbl = (
+                tbl.append_column("uid", pa.array(uids))
+                .append_column("tunnel_parents", pa.array(puids, pa.list_(pa.string())))
+                .append_column("evidence_id", pa.array(np.full(len(fids), eid)))
+            )
+            parts.append(spec.conform(tbl))
+        return pa.concat_tables(parts).sort_by([("first_frame", "ascending")])
 
     # ---- packet index ----------------------------------------------------------------
 
@@ -414,15 +432,12 @@ class NetPipeline:
         # Payload of a reassembled datagram is not contiguous in the file.
         no_pay = (payoff < 0) | ((rows[:, d.F_FRAG] & 8) != 0)
         uid_keys, uid_inv = np.unique(fid, return_inverse=True)
-        uid_names = session_uids(self.sha256, np.maximum(uid_keys, 0))
         tun = rows[:, d.F_TUNNEL]
         errs = rows[:, d.F_ERR]
         err_names = [d.ERR_TEXT.get(i, "") for i in range(9)]
         tun_names = ["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]]
         cols = {
-            "evidence_id": pa.DictionaryArray.from_arrays(
-                pa.array(np.zeros(n, np.int32)), pa.array([self.evidence_id])
-            ),
+            "evidence_id": pa.nulls(n, self.schema.field("evidence_id").type),
             "frame": pa.array(frames[fi_]),
             "ts_ns": pa.array(ts, mask=ts == NO_TS),
             "file_offset": pa.array(b.base + b.off[fi_]),
@@ -455,12 +470,12 @@ class NetPipeline:
             "error": pa.DictionaryArray.from_arrays(
                 pa.array(errs.astype(np.int32), mask=errs == 0), pa.array(err_names)
             ),
-            "uid": pa.DictionaryArray.from_arrays(
-                pa.array(uid_inv.astype(np.int32).ravel(), mask=fid < 0), pa.array(uid_names)
-            ),
+            "uid": pa.nulls(n, self.schema.field("uid").type),
             "is_orig": pa.array(orig.astype(bool), mask=fid < 0),
         }
-        self.out.put(pa.Table.from_pydict(cols, schema=self.schema))
+        # The sink fills evidence_id and uid once the evidence hash is known.
+        tbl = pa.Table.from_pydict(cols, schema=self.schema)
+        self.out.put((tbl, uid_keys, uid_inv.astype(np.int32).ravel(), fid < 0))
 
     # ---- end -------------------------------------------------------------------------
 
@@ -473,8 +488,9 @@ class NetPipeline:
 
     def publish(self) -> None:
         """Make the packet index visible (atomic rename into the evidence's partition)."""
-        self.final_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_path.replace(self.final_dir / "part-0.parquet")
+        final_dir = self.case.parquet_dir("packets", self.evidence_id)
+        final_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_path.replace(final_dir / "part-0.parquet")
 
     def abort(self) -> None:
         """Drop the half-written packet index."""
@@ -490,10 +506,11 @@ class _ParquetSink:
     queue is bounded: memory stays bounded if the disk is slower than the decoder.
     """
 
-    def __init__(self, path: Path, schema: pa.Schema):
+    def __init__(self, path: Path, schema: pa.Schema, owner: NetPipeline):
         self.path = path
         self.schema = schema
-        self.q: queue.Queue[pa.Table | None] = queue.Queue(maxsize=4)
+        self.owner = owner
+        self.q: queue.Queue[tuple | None] = queue.Queue(maxsize=8)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="parquet-sink", daemon=True)
         self.thread.start()
@@ -503,7 +520,18 @@ class _ParquetSink:
         writer = None
         try:
             writer = pq.ParquetWriter(self.path, self.schema, compression="lz4")
-            while (tbl := self.q.get()) is not None:
+            i_ev = self.schema.get_field_index("evidence_id")
+            i_uid = self.schema.get_field_index("uid")
+            while (item := self.q.get()) is not None:
+                tbl, keys, inv, missing = item
+                sha, eid = self.owner.sha256, self.owner.evidence_id  # waits for the hash
+                n = tbl.num_rows
+                ev = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([eid]))
+                uids = pa.DictionaryArray.from_arrays(
+                    pa.array(inv, mask=missing), pa.array(session_uids(sha, np.maximum(keys, 0)))
+                )
+                tbl = tbl.set_column(i_ev, self.schema.field(i_ev), ev)
+                tbl = tbl.set_column(i_uid, self.schema.field(i_uid), uids)
                 writer.write_table(tbl)
         except BaseException as exc:  # reported to the producer on its next put/close
             self.error = exc
@@ -513,11 +541,11 @@ class _ParquetSink:
             if writer is not None:
                 writer.close()
 
-    def put(self, tbl: pa.Table) -> None:
-        """Queue a batch (blocks while four are waiting)."""
+    def put(self, item: tuple) -> None:
+        """Queue a batch (blocks while eight are waiting)."""
         if self.error:
             raise self.error
-        self.q.put(tbl)
+        self.q.put(item)
 
     def close(self) -> None:
         """Finish writing; re-raise a write error."""
