@@ -144,6 +144,55 @@ def _icmp_counterpart(v6: bool, t: int, code: int) -> int:
 
 
 @njit(cache=True)
+def _teredo_inner(buf: np.ndarray, po: int, end: int) -> int:
+    """Offset of the IPv6 packet in a Teredo payload at ``po``, or -1 (RFC 4380 §5.1.1)."""
+    t = po
+    if t + 4 <= end and buf[t] == 0 and buf[t + 1] == 1:
+        t += 13 + np.int64(buf[t + 2]) + np.int64(buf[t + 3])  # authentication indicator
+    if t + 2 <= end and buf[t] == 0 and buf[t + 1] == 0:
+        t += 8  # origin indication
+    if t + 40 <= end and (buf[t] >> 4) == 6 and t + 40 + _be16(buf, t + 4) == end:
+        return t
+    return -1
+
+
+@njit(cache=True)
+def _looks_teredo(buf: np.ndarray, po: int, end: int) -> bool:
+    """Zeek's TeredoAnalyzer::DetectProtocol: Teredo on a port not registered for it.
+
+    An IPv6 header whose source or destination is in 2001:0::/32 (the Teredo
+    prefix, RFC 4380 §2.6), or an authentication / origin indication header
+    followed by one; at least 40 bytes either way.
+    """
+    n = end - po
+    if n < 40:
+        return False
+    b0, b1 = buf[po], buf[po + 1]
+    if (b0 >> 4) != 6 and (b0 != 0 or (b1 != 0 and b1 != 1)):
+        return False
+    if (b0 >> 4) == 6:
+        for a in (po + 8, po + 24):
+            if buf[a] == 0x20 and buf[a + 1] == 0x01 and buf[a + 2] == 0 and buf[a + 3] == 0:
+                return True
+    q = po
+    val = np.int64(b1)
+    if val == 1:
+        skip = 13 + np.int64(buf[q + 2]) + np.int64(buf[q + 3])
+        if n < skip:
+            return False
+        q += skip
+        n -= skip
+        if n < 40:
+            return False
+        val = _be16(buf, q)
+    if val == 0:
+        if n < 48:  # 8 bytes of origin indication, then an IPv6 header
+            return False
+        return (buf[q + 8] >> 4) == 6
+    return False
+
+
+@njit(cache=True)
 def _clear(rows: np.ndarray, addr: np.ndarray, r: int, frame: int) -> None:
     for k in range(NFIELDS):
         rows[r, k] = 0
@@ -182,7 +231,7 @@ def decode(
 
 
 @njit(cache=True)
-def _decode_frame(  # noqa: C901 - one flat pass over the layers is the point
+def _decode_frame(  # one flat pass over the layers is the point
     buf: np.ndarray, off: int, caplen: int, lt: int, frame: int,
     rows: np.ndarray, addr: np.ndarray, r: int,
 ) -> int:
@@ -196,7 +245,7 @@ def _decode_frame(  # noqa: C901 - one flat pass over the layers is the point
     ethertype = -1
     if lt == LT_EN10MB:
         kind = K_ETH
-    elif lt == LT_NULL or lt == LT_LOOP:
+    elif lt in (LT_NULL, LT_LOOP):
         if p + 4 > end:
             rows[r, F_ERR] = ERR_TRUNC_LINK
             return r + 1
@@ -206,7 +255,7 @@ def _decode_frame(  # noqa: C901 - one flat pass over the layers is the point
             fam = _be32(buf, p)
         p += 4
         kind = K_IP
-    elif lt == LT_RAW or lt == 12 or lt == 14 or lt == LT_IPV4 or lt == LT_IPV6:
+    elif lt in (LT_RAW, 12, 14, LT_IPV4, LT_IPV6):
         kind = K_IP
     elif lt == LT_SLL:
         if p + 16 > end:
@@ -406,12 +455,8 @@ def _decode_frame(  # noqa: C901 - one flat pass over the layers is the point
                 if (dport == 4789 or sport == 4789) and po + 8 + 14 <= l4end and (buf[po] & 0x08):
                     inner_kind, inner_off, tun = K_ETH, po + 8, TUN_VXLAN  # RFC 7348 §5
                 elif dport == 3544 or sport == 3544:  # Teredo (RFC 4380 §5.1.1)
-                    t = po
-                    if t + 2 <= l4end and buf[t] == 0 and buf[t + 1] == 1 and t + 4 <= l4end:
-                        t += 13 + buf[t + 2] + buf[t + 3]  # authentication indicator
-                    if t + 2 <= l4end and buf[t] == 0 and buf[t + 1] == 0:
-                        t += 8  # origin indication
-                    if t + 40 <= l4end and (buf[t] >> 4) == 6 and t + 40 + _be16(buf, t + 4) == l4end:
+                    t = _teredo_inner(buf, po, l4end)
+                    if t >= 0:
                         inner_kind, inner_off, tun = K_IP, t, TUN_TEREDO
                 elif (dport == 2152 or sport == 2152) and po + 8 <= l4end:  # GTP-U (TS 29.281)
                     gf = buf[po]
@@ -419,6 +464,11 @@ def _decode_frame(  # noqa: C901 - one flat pass over the layers is the point
                         t = po + 8 + (4 if (gf & 0x07) != 0 else 0)
                         if t < l4end and ((buf[t] >> 4) == 4 or (buf[t] >> 4) == 6):
                             inner_kind, inner_off, tun = K_IP, t, TUN_GTP
+                elif _looks_teredo(buf, po, l4end):
+                    # Zeek also finds Teredo on other ports by content (protocol detection).
+                    t = _teredo_inner(buf, po, l4end)
+                    if t >= 0:
+                        inner_kind, inner_off, tun = K_IP, t, TUN_TEREDO
         elif proto == 1 or proto == 58:
             if l4 + 4 > l4end:
                 rows[r, F_ERR] = ERR_TRUNC_L4

@@ -15,11 +15,17 @@ the known differences):
 * TCP sizes from sequence numbers and peer ACKs (``TCP_Endpoint::Size``),
   UDP sizes from the UDP length field, ICMP from the message length;
 * splitting by inactivity (UDP timeout while in handshake states), the attempt
-  timer, the close delay, the linger timer, and port reuse (``IsReuse``).
+  timer, the close delay, the linger timer, port reuse (``IsReuse``) and the
+  DNS analyzer's 10 s expiry of UDP connections on DNS ports;
+* 'X' once a connection's carrying tunnel changed more than
+  ``Tunnel::max_changes_per_connection`` times.
+
+Timers are evaluated at their due time; Zeek runs them at the first packet (of
+any connection) at or after it, which only differs in very sparse captures.
 
 Not reproduced here: checksum validation ('C'), reassembly gaps ('G'; the
 ``missed_bytes`` here is a lower-bound estimate), the mid-connection SYN/SYN-ACK
-reversal flip and the 'X' tunnel-change letter.
+reversal flip, and the analyzer limits behind other 'X' letters.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ from forensics.net import _decode as d
 FI_PROTO, FI_OP, FI_RP, FI_START_TS, FI_LAST_TS, FI_FIRST_FRAME, FI_LAST_FRAME = range(7)
 FI_DEPTH, FI_VLAN, FI_VLAN2, FI_TUN, FI_OPKTS, FI_RPKTS, FI_OIPB, FI_RIPB = range(7, 15)
 FI_OLEN, FI_RLEN, FI_HSEEN, FI_HLEN, FI_DONE, FI_TIMEOUT, FI_ATTEMPT_AT = range(15, 22)
-FI_DELETE_AT, FI_FLIPPED, FI_ALIVE, FI_TRANS = range(22, 26)
-EB = 26  # first endpoint field
+FI_DELETE_AT, FI_FLIPPED, FI_ALIVE, FI_TRANS, FI_DNS_AT, FI_ENCAP, FI_TCHG = range(22, 29)
+EB = 29  # first endpoint field
 E_STATE, E_PREV, E_START, E_LAST, E_LASTW, E_ACK, E_ACKW, E_FINCNT, E_RSTCNT = range(9)
 E_DIDCLOSE, E_HLSYN, E_HLFIN, E_HLRST, E_RXCNT, E_RXTH, E_ZWCNT, E_ZWTH = range(9, 17)
 E_HOLES, E_FILLS, E_SEEN = range(17, 20)
@@ -64,6 +70,10 @@ TCP_CLOSE_DELAY = 5 * S
 TCP_SYN_TIMEOUT = 5 * S
 TCP_SESSION_TIMER = 6 * S
 TCP_LINGER = 5 * S
+DNS_SESSION_TIMEOUT = 10 * S
+DNS_PORT = 2  # bit in the likely-UDP port mask: Zeek's DNS analyzer takes this resp port
+MAX_TUNNEL_CHANGES = 5  # Tunnel::max_changes_per_connection
+H_UNKNOWN = 0x400  # HIST_UNKNOWN_PKT ('X'): one bit for both directions
 
 U32 = 1 << 32
 
@@ -128,7 +138,8 @@ def _add_hist(fi: np.ndarray, fh: np.ndarray, f: int, code: int) -> None:
 
 
 @njit(cache=True)
-def _check_hist(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, mask: int, code: int) -> bool:
+def _check_hist(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, mask: int,
+                code: int) -> bool:
     """Zeek's CheckHistory: add the letter the first time; True if seen before."""
     if not is_orig:
         mask <<= 16
@@ -186,8 +197,10 @@ def _new_flow(fi: np.ndarray, fa: np.ndarray, fh: np.ndarray, f: int, rows: np.n
     fi[f, FI_RLEN] = -1
     fi[f, FI_ATTEMPT_AT] = -1
     fi[f, FI_DELETE_AT] = -1
+    fi[f, FI_DNS_AT] = -1
+    fi[f, FI_ENCAP] = -1
     fi[f, FI_ALIVE] = 1
-    fi[f, FI_TIMEOUT] = (UDP_TIMEOUT if trans == T_TCP or trans == T_UDP else
+    fi[f, FI_TIMEOUT] = (UDP_TIMEOUT if trans in (T_TCP, T_UDP) else
                          ICMP_TIMEOUT if trans == T_ICMP else UNKNOWN_TIMEOUT)
     if flip:
         fi[f, FI_FLIPPED] = 1
@@ -200,6 +213,17 @@ def _expired(fi: np.ndarray, f: int, t: int) -> bool:
     last = fi[f, FI_LAST_TS]
     if t >= last + fi[f, FI_TIMEOUT]:
         return True
+    at = fi[f, FI_DNS_AT]
+    if 0 <= at <= t:
+        # DNS_Analyzer::ExpireTimer (UDP only) fires every dns_session_timeout and
+        # removes the connection once it has been idle for that long minus 1 s.
+        # (Closed form: a loop here makes LLVM emit a 128-bit division.)
+        need = last + DNS_SESSION_TIMEOUT - S
+        fire = at if at >= need else at + (need - at + DNS_SESSION_TIMEOUT - 1) // (
+            DNS_SESSION_TIMEOUT) * DNS_SESSION_TIMEOUT
+        if fire <= t:
+            return True
+        fi[f, FI_DNS_AT] = at + ((t - at) // DNS_SESSION_TIMEOUT + 1) * DNS_SESSION_TIMEOUT
     if fi[f, FI_TRANS] != T_TCP:
         return False
     o, rr = EB, EB + EN
@@ -207,12 +231,12 @@ def _expired(fi: np.ndarray, f: int, t: int) -> bool:
         return True
     os_, rs = fi[f, o + E_STATE], fi[f, rr + E_STATE]
     if (fi[f, FI_ATTEMPT_AT] >= 0 and t >= fi[f, FI_ATTEMPT_AT]
-            and (os_ == SYN_SENT or os_ == SYN_ACK_SENT) and rs == INACTIVE):
+            and os_ in (SYN_SENT, SYN_ACK_SENT) and rs == INACTIVE):
         return True
     # ExpireTimer: fires at start+5s, then every 6s; removes lingering half-closed flows.
     odc, rdc = fi[f, o + E_DIDCLOSE], fi[f, rr + E_DIDCLOSE]
-    lingering = (odc or rdc) and ((odc and rdc) or os_ == RESET or rs == RESET
-                                  or os_ == INACTIVE or rs == INACTIVE)
+    lingering = (odc or rdc) and ((odc and rdc) or os_ in (RESET, INACTIVE)
+                                  or rs in (RESET, INACTIVE))
     if lingering or (os_ == INACTIVE and rs == INACTIVE):
         first = fi[f, FI_START_TS] + TCP_SYN_TIMEOUT
         need = last + TCP_LINGER  # fires only when last + linger < fire time
@@ -284,8 +308,8 @@ def _tcp(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, t: int, flags: i
             fi[f, e + E_ACK] = (seq - 1) & 0xFFFFFFFF
             fi[f, e + E_LAST] = seq
         reinit = True
-    elif syn and (((st == SYN_SENT or st == SYN_ACK_SENT) and seq != fi[f, e + E_START])
-                  or st == ESTABLISHED or st == PARTIAL
+    elif syn and ((st in (SYN_SENT, SYN_ACK_SENT) and seq != fi[f, e + E_START])
+                  or st in (ESTABLISHED, PARTIAL)
                   or (st == RESET and fi[f, e + E_PREV] == INACTIVE)):
         fi[f, e + E_START] = seq
         fi[f, e + E_ACK] = seq
@@ -304,10 +328,7 @@ def _tcp(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, t: int, flags: i
             wraps -= 1
     elif dl > 0 and seq < last:
         wraps += 1
-    if wraps == 0:
-        rel = _sdelta(seq, fi[f, e + E_START])
-    else:
-        rel = wraps * U32 + seq - fi[f, e + E_START]
+    rel = _sdelta(seq, fi[f, e + E_START]) if wraps == 0 else wraps * U32 + seq - fi[f, e + E_START]
     # update_history
     bits = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
     if bits > 1:
@@ -403,14 +424,14 @@ def _tcp(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, t: int, flags: i
                 _set_state(fi, f, e, p, ESTABLISHED)
             else:
                 _set_state(fi, f, e, p, PARTIAL)
-    elif st == SYN_SENT or st == SYN_ACK_SENT:
+    elif st in (SYN_SENT, SYN_ACK_SENT):
         if fin:
             _set_state(fi, f, e, p, CLOSED)
             do_close = True
         if rst:
             _set_state(fi, f, e, p, RESET)
             do_close = True
-    elif st == ESTABLISHED or st == PARTIAL:
+    elif st in (ESTABLISHED, PARTIAL):
         if syn and not has_ack and st == PARTIAL and pst == INACTIVE:
             _set_state(fi, f, e, p, SYN_SENT)
         if fin and not rst:
@@ -421,11 +442,10 @@ def _tcp(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, t: int, flags: i
         if rst:
             _set_state(fi, f, e, p, RESET)
             do_close = True
-    elif st == CLOSED:
-        if rst and pst != CLOSED:
-            _set_state(fi, f, e, p, RESET)
-            if not fi[f, e + E_DIDCLOSE]:
-                do_close = True
+    elif st == CLOSED and rst and pst != CLOSED:
+        _set_state(fi, f, e, p, RESET)
+        if not fi[f, e + E_DIDCLOSE]:
+            do_close = True
     if do_close:
         fi[f, e + E_DIDCLOSE] = 1
         if (fi[f, e + E_STATE] == RESET or fi[f, p + E_DIDCLOSE]
@@ -443,12 +463,18 @@ def track(
     """Feed decoded rows to the flow table.
 
     Args:
-        rows, addr: decoded rows (see :mod:`forensics.net._decode`).
+        rows: decoded rows (see :mod:`forensics.net._decode`).
+        addr: their addresses.
         nrows: rows to process.
-        ts: per-frame timestamps (ns); frames: per-frame 1-based frame numbers.
-        fi, fa, fh, ht: the flow table (ints, addresses, history, hash index).
+        ts: per-frame timestamps (ns).
+        frames: per-frame 1-based frame numbers.
+        fi: the flow table's int fields.
+        fa: its addresses.
+        fh: its history letters.
+        ht: its hash index.
         nflows: flows in use (``0..nflows-1``).
-        likely_tcp, likely_udp: 65536-entry masks of Zeek's likely server ports.
+        likely_tcp: 65536-entry mask of Zeek's likely server ports for TCP.
+        likely_udp: the same for UDP; bit 1 (``DNS_PORT``) marks DNS analyzer ports.
         out_fid: receives each row's flow id (first_frame * 2 + depth), -1 for none.
         out_orig: receives 1 when the row was sent by the originator.
         done: receives the indices of flows that ended (split, timed out).
@@ -476,8 +502,8 @@ def track(
             trans = T_UDP
         elif proto == 1 or proto == 58:
             trans = T_ICMP
-        elif proto == 4 or proto == 41 or proto == 47 or proto == 2:
-            continue  # tunnels and IGMP: no connection of their own in Zeek
+        elif proto == 4 or proto == 41 or proto == 47 or proto == 2 or proto == 59:
+            continue  # tunnels, IGMP and IPv6 no-next-header: no connection in Zeek
         else:
             trans = T_UNKNOWN
         if trans != T_UNKNOWN and (err == d.ERR_TRUNC_L4 or err == d.ERR_IP_HDR
@@ -531,18 +557,32 @@ def track(
                 if not ((flags & SYN) and not (flags & ACK)) and likely_tcp[sp]:
                     flip = (not (flags & SYN) and sp < dp) if likely_tcp[dp] else True
             elif trans == T_UDP:
-                flip = bool(likely_udp[sp]) and not likely_udp[dp]
+                flip = bool(likely_udp[sp] & 1) and not (likely_udp[dp] & 1)
             if flip and d0 == 0 and d1 == np.uint64(0xFFFFFFFFFFFF):
                 flip = False  # never towards the IPv4 broadcast address
             f = nflows
             nflows += 1
             _new_flow(fi, fa, fh, f, rows, addr, r, t, frames[i_frame], trans, flip)
+            if trans == T_UDP and likely_udp[fi[f, FI_RP]] & DNS_PORT:
+                fi[f, FI_DNS_AT] = t + DNS_SESSION_TIMEOUT
             ht[slot] = f
         is_orig = (fa[f, 0] == s0 and fa[f, 1] == s1 and fi[f, FI_OP] == sp)
         if fa[f, 0] == fa[f, 2] and fa[f, 1] == fa[f, 3] and fi[f, FI_OP] == fi[f, FI_RP]:
             is_orig = True
         out_fid[r] = fi[f, FI_FIRST_FRAME] * 2 + fi[f, FI_DEPTH]
         out_orig[r] = 1 if is_orig else 0
+        if (rows[r, d.F_DEPTH] > 0 and r > 0 and rows[r - 1, d.F_FRAME] == i_frame
+                and out_fid[r - 1] >= 0):
+            # Connection::CheckEncapsulation: the carrying tunnel connection changed.
+            # Past Tunnel::max_changes_per_connection Zeek 8 adds 'X' (inferred from
+            # the core.tunnels.vxlan baseline: 7 changes, history "X").
+            enc = out_fid[r - 1]
+            if fi[f, FI_ENCAP] >= 0 and fi[f, FI_ENCAP] != enc:
+                if fi[f, FI_TCHG] < MAX_TUNNEL_CHANGES:
+                    fi[f, FI_TCHG] += 1
+                else:
+                    _check_hist(fi, fh, f, True, H_UNKNOWN, 88)  # X
+            fi[f, FI_ENCAP] = enc
         fi[f, FI_LAST_FRAME] = frames[i_frame]
         iplen = rows[r, d.F_IPLEN]
         if is_orig:

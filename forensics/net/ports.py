@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LIKELY_TCP", "LIKELY_UDP", "TCP_SERVER_PORTS", "UDP_SERVER_PORTS"]
+__all__ = ["DNS_UDP_PORTS", "LIKELY_TCP", "LIKELY_UDP", "TCP_SERVER_PORTS", "UDP_SERVER_PORTS"]
 
 TCP_SERVER_PORTS = frozenset({
     21, 22, 23, 25, 53, 80, 81, 88, 110, 135, 139, 143, 389, 443, 445, 502, 563, 585, 587,
@@ -24,11 +24,19 @@ UDP_SERVER_PORTS = frozenset({
 })
 
 
-def _mask(ports: frozenset[int]) -> np.ndarray:
+# UDP ports Zeek's DNS analyzer is registered for (base/protocols/dns: 53, 137, 5353,
+# 5355). On these responder ports the analyzer's ExpireTimer ends a connection
+# after dns_session_timeout (10 s) of silence, well before udp_inactivity_timeout.
+DNS_UDP_PORTS = frozenset({53, 137, 5353, 5355})
+
+
+def _mask(ports: frozenset[int], dns: frozenset[int] = frozenset()) -> np.ndarray:
+    # Bit 0: likely server port. Bit 1: DNS analyzer port (see _flows.DNS_PORT).
     m = np.zeros(65536, np.uint8)
-    m[list(ports)] = 1
+    m[list(ports)] |= 1
+    m[list(dns)] |= 2
     return m
 
 
 LIKELY_TCP = _mask(TCP_SERVER_PORTS)
-LIKELY_UDP = _mask(UDP_SERVER_PORTS)
+LIKELY_UDP = _mask(UDP_SERVER_PORTS, DNS_UDP_PORTS)
