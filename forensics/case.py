@@ -171,7 +171,8 @@ class Case:
             EvidenceChangedError: with ``raise_on_change``, if any file is not ``ok``.
         """
         ev = self.sql("SELECT evidence_id, path, sha256 FROM evidence ORDER BY registered_at")
-        now, status = [], []
+        now: list[str | None] = []
+        status: list[str] = []
         for p, sha in zip(ev["path"], ev["sha256"], strict=True):
             if not Path(p).exists():
                 now.append(None)
@@ -351,7 +352,8 @@ class Case:
             uid: one session.
             limit: at most this many rows.
         """
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if host:
             where.append("(orig_h = ? OR resp_h = ?)")
             params += [host, host]

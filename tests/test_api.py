@@ -59,8 +59,9 @@ def test_schema_snapshot():
 
     Set BREACHBOOK_UPDATE_SNAPSHOTS=1 to rewrite the snapshot after a deliberate change.
     """
-    ddl = "\n\n".join(t.ddl() if t.storage == "duckdb" else
-                      f"-- parquet: {t.name}\n" + t.ddl() for t in sorted(TABLES.values(), key=lambda t: t.name))
+    ddl = "\n\n".join(
+        t.ddl() if t.storage == "duckdb" else f"-- parquet: {t.name}\n" + t.ddl()
+        for t in sorted(TABLES.values(), key=lambda t: t.name))
     if os.environ.get("BREACHBOOK_UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(ddl + "\n")

@@ -155,7 +155,8 @@ def test_vxlan_inner_and_outer_sessions(case, tmp_path):
     vx = b"\x08\0\0\0\0\0\x01\0" + inner
     outer = eth(udp_pkt("192.168.56.12", "192.168.56.11", 38071, 4789, vx).pack())
     _one(case, write_pcap(tmp_path / "vx.pcap", [outer]))
-    s = case.sql("SELECT uid, orig_h, resp_p, tunnel, tunnel_parents FROM sessions ORDER BY first_frame, resp_p")
+    s = case.sql("SELECT uid, orig_h, resp_p, tunnel, tunnel_parents FROM sessions "
+                 "ORDER BY first_frame, resp_p")
     outer_row = s[s.resp_p == 4789].iloc[0]
     inner_row = s[s.resp_p == 2000].iloc[0]
     assert inner_row.tunnel == "vxlan" and list(inner_row.tunnel_parents) == [outer_row.uid]

@@ -80,7 +80,7 @@ class _Chunks:
         self.base += keep_from
         new = np.empty(tail.shape[0] + CHUNK, np.uint8)
         new[: tail.shape[0]] = tail
-        got = self.fh.readinto(memoryview(new)[tail.shape[0]:])  # type: ignore[attr-defined]
+        got = self.fh.readinto(memoryview(new)[tail.shape[0]:])  # type: ignore[attr-defined,arg-type]
         self.buf = new[: tail.shape[0] + (got or 0)]
         if not got:
             self.eof = True
