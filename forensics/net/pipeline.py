@@ -109,11 +109,9 @@ class _AddrNames:
 
     def dictionary(self, hi: np.ndarray, lo: np.ndarray, valid: np.ndarray) -> pa.DictionaryArray:
         """Dictionary-encoded address column (nulls where not ``valid``)."""
-        pairs = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view("V16").ravel()
-        uniq, inv = np.unique(pairs, return_inverse=True)
-        names = self.names(uniq.view(np.uint64).reshape(-1, 2))
+        codes, uniq = _encode_pairs(hi, lo)
         return pa.DictionaryArray.from_arrays(
-            pa.array(inv.astype(np.int32).ravel(), mask=~valid), pa.array(names, pa.string())
+            pa.array(codes, mask=~valid), pa.array(self.names(uniq), pa.string())
         )
 
 
@@ -288,20 +286,25 @@ class NetPipeline:
             self.parents.setdefault(a, set()).add(b)
 
     def _evict(self, now: int | None) -> None:
-        """Move ended and idle connections out of the flow table."""
+        """Move ended and expired connections out of the flow table.
+
+        A connection one of Zeek's timers would have removed by ``now`` is emitted
+        now (its next packet would have started a new connection anyway), so the
+        table holds live connections only and memory does not grow with the file.
+        The arrays are compacted only when enough of them is dead.
+        """
         n = self.nflows
         if n == 0:
             return
-        fi = self.fi[:n]
-        alive = fi[:, fl.FI_ALIVE] == 1
         if now is not None:
-            idle = alive & (now >= fi[:, fl.FI_LAST_TS] + fl.TCP_TIMEOUT)
-            if idle.any():
-                self._emit(np.nonzero(idle)[0])
-                alive &= ~idle
-        keep = np.nonzero(alive)[0]
-        if keep.size == n:
+            expired = _expired_flows(self.fi, n, now)
+            if expired.size:
+                self._emit(expired)
+        alive = self.fi[:n, fl.FI_ALIVE] == 1
+        dead = n - int(alive.sum())
+        if dead < max(4096, n // 4):
             return
+        keep = np.nonzero(alive)[0]
         m = keep.size
         self.fi[:m], self.fa[:m], self.fh[:m] = self.fi[keep], self.fa[keep], self.fh[keep]
         self.fi[m:n] = 0
@@ -431,7 +434,7 @@ class NetPipeline:
         payoff = rows[:, d.F_PAYOFF]
         # Payload of a reassembled datagram is not contiguous in the file.
         no_pay = (payoff < 0) | ((rows[:, d.F_FRAG] & 8) != 0)
-        uid_keys, uid_inv = np.unique(fid, return_inverse=True)
+        uid_inv, uid_keys = _encode_ints(fid)
         tun = rows[:, d.F_TUNNEL]
         errs = rows[:, d.F_ERR]
         err_names = [d.ERR_TEXT.get(i, "") for i in range(9)]
@@ -475,7 +478,7 @@ class NetPipeline:
         }
         # The sink fills evidence_id and uid once the evidence hash is known.
         tbl = pa.Table.from_pydict(cols, schema=self.schema)
-        self.out.put((tbl, uid_keys, uid_inv.astype(np.int32).ravel(), fid < 0))
+        self.out.put((tbl, uid_keys, uid_inv, fid < 0))
 
     # ---- end -------------------------------------------------------------------------
 
@@ -510,7 +513,8 @@ class _ParquetSink:
         self.path = path
         self.schema = schema
         self.owner = owner
-        self.q: queue.Queue[tuple | None] = queue.Queue(maxsize=8)
+        # Room for ~32 chunks (a few MB each) so decoding never waits for the hash.
+        self.q: queue.Queue[tuple | None] = queue.Queue(maxsize=32)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="parquet-sink", daemon=True)
         self.thread.start()
@@ -519,7 +523,9 @@ class _ParquetSink:
     def _run(self) -> None:
         writer = None
         try:
-            writer = pq.ParquetWriter(self.path, self.schema, compression="lz4")
+            # Statistics only where readers prune row groups by them.
+            writer = pq.ParquetWriter(self.path, self.schema, compression="lz4",
+                                      write_statistics=["frame", "ts_ns", "uid", "src", "dst"])
             i_ev = self.schema.get_field_index("evidence_id")
             i_uid = self.schema.get_field_index("uid")
             while (item := self.q.get()) is not None:
@@ -542,7 +548,7 @@ class _ParquetSink:
                 writer.close()
 
     def put(self, item: tuple) -> None:
-        """Queue a batch (blocks while eight are waiting)."""
+        """Queue a batch (blocks while 32 are waiting)."""
         if self.error:
             raise self.error
         self.q.put(item)
@@ -566,3 +572,79 @@ def _tcp_sizes(fi: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]
             o[k] = fl.tcp_size(fi, idx[k], fl.EB)
             r[k] = fl.tcp_size(fi, idx[k], fl.EB + fl.EN)
     return o, r
+
+
+@njit(cache=True)
+def _expired_flows(fi: np.ndarray, n: int, now: int) -> np.ndarray:
+    out = np.empty(n, np.int64)
+    k = 0
+    for f in range(n):
+        if fi[f, fl.FI_ALIVE] == 1 and fl._expired(fi, f, now):
+            out[k] = f
+            k += 1
+    return out[:k]
+
+
+@njit(cache=True)
+def _table_bits(n: int) -> int:
+    b = 4
+    while (1 << b) < 2 * n + 2:
+        b += 1
+    return b
+
+
+@njit(cache=True)
+def _encode_pairs(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dictionary-encode 128-bit values: codes (int32) and the distinct (hi, lo) pairs.
+
+    A hash table in one pass; cheaper than sorting 16-byte keys with ``np.unique``.
+    """
+    n = hi.shape[0]
+    mask = (1 << _table_bits(n)) - 1
+    table = np.full(mask + 1, -1, np.int64)
+    uniq = np.empty((n, 2), np.uint64)
+    codes = np.empty(n, np.int32)
+    k = 0
+    for i in range(n):
+        h = (hi[i] * np.uint64(0x9E3779B97F4A7C15)) ^ (lo[i] * np.uint64(0xC2B2AE3D27D4EB4F))
+        j = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+        while True:
+            t = table[j]
+            if t < 0:
+                table[j] = k
+                uniq[k, 0], uniq[k, 1] = hi[i], lo[i]
+                codes[i] = k
+                k += 1
+                break
+            if uniq[t, 0] == hi[i] and uniq[t, 1] == lo[i]:
+                codes[i] = t
+                break
+            j = (j + 1) & mask
+    return codes, uniq[:k]
+
+
+@njit(cache=True)
+def _encode_ints(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dictionary-encode int64 values: codes (int32) and the distinct values."""
+    n = x.shape[0]
+    mask = (1 << _table_bits(n)) - 1
+    table = np.full(mask + 1, -1, np.int64)
+    uniq = np.empty(n, np.int64)
+    codes = np.empty(n, np.int32)
+    k = 0
+    for i in range(n):
+        v = np.uint64(x[i]) * np.uint64(0x9E3779B97F4A7C15)
+        j = np.int64((v ^ (v >> np.uint64(31))) & np.uint64(mask))
+        while True:
+            t = table[j]
+            if t < 0:
+                table[j] = k
+                uniq[k] = x[i]
+                codes[i] = k
+                k += 1
+                break
+            if uniq[t] == x[i]:
+                codes[i] = t
+                break
+            j = (j + 1) & mask
+    return codes, uniq[:k]

@@ -10,6 +10,9 @@ skipped by resynchronising on the next plausible record.
 
 from __future__ import annotations
 
+import io
+import mmap
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,18 +69,41 @@ class FrameBatch:
 
 
 class _Chunks:
-    """A file read in chunks, carrying unread bytes over to the next chunk."""
+    """A file seen through a sliding window, carrying unread bytes into the next one.
+
+    The window is a read-only memory map of the file (no copy; the evidence
+    cannot be written through it), moved forward chunk by chunk so only a few
+    MiB are mapped at a time. Where a file cannot be mapped (a pipe, an empty
+    file), chunks are read into memory instead.
+    """
 
     def __init__(self, fh: BinaryIO, start: int):
         self.fh = fh
         self.base = start  # file offset of buf[0]
         self.buf = np.empty(0, np.uint8)
         self.eof = False
+        try:
+            self.size: int | None = os.fstat(fh.fileno()).st_size
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            self.size = None
+        self._map: mmap.mmap | None = None
 
     def more(self, keep_from: int) -> bool:
-        """Drop ``buf[:keep_from]`` and append the next chunk; False at end of file."""
+        """Drop ``buf[:keep_from]`` and extend the window by a chunk; False at end of file."""
+        start = self.base + keep_from
+        end_before = self.base + self.buf.shape[0]
+        if self.size and self.size > 0:
+            if end_before >= self.size:
+                self.base, self.buf, self.eof = start, self.buf[keep_from:], True
+                return False
+            aligned = start - start % mmap.ALLOCATIONGRANULARITY
+            length = min(self.size - aligned, (end_before - aligned) + CHUNK)
+            self._map = mmap.mmap(self.fh.fileno(), length, access=mmap.ACCESS_READ, offset=aligned)
+            self.buf = np.frombuffer(self._map, np.uint8)[start - aligned:]
+            self.base = start
+            return True
         tail = self.buf[keep_from:]
-        self.base += keep_from
+        self.base = start
         new = np.empty(tail.shape[0] + CHUNK, np.uint8)
         new[: tail.shape[0]] = tail
         got = self.fh.readinto(memoryview(new)[tail.shape[0]:])  # type: ignore[attr-defined,arg-type]
