@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["Case", "hash_file", "open_case"]
 
 DB_NAME = "case.duckdb"
+INGEST_MEMORY_LIMIT = os.environ.get("BREACHBOOK_INGEST_DUCKDB_MEMORY", "384MB")
 
 
 def hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
@@ -246,6 +247,10 @@ class Case:
 
     def _begin_ingest(self, evidence_id: str) -> None:
         """Open the transaction for one file's rows, dropping leftovers of an earlier try."""
+        # Ingest memory must stay bounded whatever the evidence size; DuckDB's own
+        # default (80% of RAM) would let the bulk load of a large file grow freely.
+        self._memory_limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]  # type: ignore[index]
+        self.con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
         self.con.execute("BEGIN TRANSACTION")
         for t in TABLES.values():
             if t.storage == "duckdb" and "evidence_id" in t.names and t.name != "evidence":
@@ -269,11 +274,19 @@ class Case:
         }
         self._insert("ingest_runs", pa.Table.from_pylist([run]))
         self.con.execute("COMMIT")
+        self._restore_memory_limit()
+
+    def _restore_memory_limit(self) -> None:
+        limit = getattr(self, "_memory_limit", None)
+        if limit:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute(f"SET memory_limit = '{limit}'")
 
     def _abort_ingest(self, evidence_id: str) -> None:
         """Roll back one file's rows and mark the evidence as failed."""
         with contextlib.suppress(duckdb.Error):
             self.con.execute("ROLLBACK")
+        self._restore_memory_limit()
         with contextlib.suppress(duckdb.Error):
             self.con.execute("UPDATE evidence SET status = 'failed' WHERE evidence_id = ?",
                              [evidence_id])
@@ -286,9 +299,15 @@ class Case:
             names=data.column_names)
         self.con.register("_bb_insert", data)
         try:
-            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _bb_insert")
+            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _bb_insert").fetchall()
         finally:
             self.con.unregister("_bb_insert")
+
+    def _insert_parquet(self, name: str, path: Path) -> int:
+        """Bulk-load a staged Parquet file into a DuckDB table; returns the row count."""
+        row = self.con.execute(
+            f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet(?)", [str(path)]).fetchone()
+        return int(row[0]) if row else 0
 
     def _need_write(self) -> None:
         if self.read_only:

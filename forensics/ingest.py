@@ -234,11 +234,11 @@ def ingest_file(
         if net is not None:
             net.finish()
             result.records = net.frames
-            sessions = net.sessions_table()
-            if sessions.num_rows:
-                case._insert("sessions", sessions)
-            result.sessions = sessions.num_rows
-            run.counts["sessions"] = run.counts.get("sessions", 0) + sessions.num_rows
+            staged = net.staged_sessions()
+            if staged is not None:
+                run.registered()
+                result.sessions = case._insert_parquet("sessions", staged)
+            run.counts["sessions"] = result.sessions
         warnings = ctx.warning_table()
         if warnings.num_rows:
             case._insert("ingest_warnings", warnings)

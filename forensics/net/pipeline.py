@@ -39,6 +39,11 @@ __all__ = ["NetPipeline", "format_addr", "session_uid", "session_uids"]
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+_STATE_NAMES = np.array(["S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH",
+                         "SH", "SHR", "OTH", "?"], dtype=object)
+_NEEDS_HISTORY = 13
+_TRANSPORTS = np.array(["", *[fl.TRANSPORT_NAMES[i] for i in range(1, 5)]], dtype=object)
+_TUNNELS = np.array(["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]], dtype=object)
 _B62_TABLE = np.frombuffer(_B62.encode(), np.uint8)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
@@ -107,6 +112,12 @@ class _AddrNames:
             out.append(name)
         return out
 
+    def column(self, hi: np.ndarray, lo: np.ndarray) -> pa.Array:
+        """Plain string column of addresses."""
+        codes, uniq = _encode_pairs(np.ascontiguousarray(hi), np.ascontiguousarray(lo))
+        names = pa.array(self.names(uniq), pa.string())
+        return names.take(pa.array(codes))
+
     def dictionary(self, hi: np.ndarray, lo: np.ndarray, valid: np.ndarray) -> pa.DictionaryArray:
         """Dictionary-encoded address column (nulls where not ``valid``)."""
         codes, uniq = _encode_pairs(hi, lo)
@@ -124,6 +135,9 @@ class NetPipeline:
 
     def __init__(self, case: Case, ctx: IngestContext, sha: Future[tuple[str, int]]):
         self.case = case
+        self.pending_sessions = 0
+        self.sessions_out = 0
+        self._staged: pq.ParquetWriter | None = None
         self.ctx = ctx
         self._sha = sha
         self.frames = 0
@@ -137,6 +151,9 @@ class NetPipeline:
         tmp_dir = case.path / "parquet" / "packets"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_path = tmp_dir / f".tmp-{uuid.uuid4().hex}.parquet"
+        # Sessions are staged in Parquet and bulk-loaded at commit: DuckDB would keep
+        # every inserted Arrow batch alive until the transaction ends.
+        self.sessions_path = tmp_dir / f".tmp-{uuid.uuid4().hex}-sessions.parquet"
         self.schema = TABLES["packets"].arrow_schema()
         self.out = _ParquetSink(self.tmp_path, self.schema, self)
 
@@ -238,11 +255,8 @@ class NetPipeline:
     ) -> None:
         start = 0
         nrows = rows.shape[0]
+        done = np.empty(nrows + 1, np.int64)
         while True:
-            need = self.nflows + (nrows - start) + 1
-            if need > self.fi.shape[0]:
-                self._grow(need)
-            done = np.empty(nrows - start + 1, np.int64)
             r_end, self.nflows, ndone = fl.track(
                 rows[start:],
                 addr[start:],
@@ -265,6 +279,9 @@ class NetPipeline:
             start += r_end
             if start >= nrows:
                 return
+            # The flow table is full: reclaim ended flows, or grow it.
+            if not self._compact(min_dead=self.fi.shape[0] // 4):
+                self._grow(self.fi.shape[0] * 2)
 
     def _grow(self, need: int) -> None:
         cap = self.fi.shape[0]
@@ -300,16 +317,21 @@ class NetPipeline:
             expired = _expired_flows(self.fi, n, now)
             if expired.size:
                 self._emit(expired)
+        self._compact(min_dead=max(4096, n // 4))
+
+    def _compact(self, min_dead: int) -> bool:
+        """Drop ended flows from the table when at least ``min_dead`` are; True if it did."""
+        n = self.nflows
         alive = self.fi[:n, fl.FI_ALIVE] == 1
-        dead = n - int(alive.sum())
-        if dead < max(4096, n // 4):
-            return
+        if n - int(alive.sum()) < max(1, min_dead):
+            return False
         keep = np.nonzero(alive)[0]
         m = keep.size
         self.fi[:m], self.fa[:m], self.fh[:m] = self.fi[keep], self.fa[keep], self.fh[keep]
         self.fi[m:n] = 0
         self.nflows = m
         fl.rebuild_index(self.fi, self.fa, m, self.ht)
+        return True
 
     # ---- sessions --------------------------------------------------------------------
 
@@ -318,7 +340,7 @@ class NetPipeline:
         if idx.size == 0:
             return
         fi, fa = self.fi[idx], self.fa[idx]
-        hist = np.ascontiguousarray(self.fh[idx]).view(f"S{fl.HMAX}").ravel().astype(str)
+        hist = _history_array(self.fh[idx], fi[:, fl.FI_HLEN])
         self.fi[idx, fl.FI_ALIVE] = 0
         o, r = fl.EB, fl.EB + fl.EN
         trans = fi[:, fl.FI_TRANS]
@@ -326,60 +348,42 @@ class NetPipeline:
         osz, rsz = _tcp_sizes(self.fi, idx)
         osz = np.where(tcp, osz, np.maximum(fi[:, fl.FI_OLEN], 0))
         rsz = np.where(tcp, rsz, np.maximum(fi[:, fl.FI_RLEN], 0))
-        states = []
-        for k in range(idx.size):
-            if tcp[k]:
-                states.append(
-                    fl.conn_state(
-                        int(fi[k, o + fl.E_STATE]),
-                        int(fi[k, r + fl.E_STATE]),
-                        int(osz[k]),
-                        int(rsz[k]),
-                        str(hist[k]),
-                        fl.T_TCP,
-                    )
-                )
-            else:
-                states.append(
-                    fl.conn_state(
-                        int(fi[k, fl.FI_OLEN] >= 0),
-                        int(fi[k, fl.FI_RLEN] >= 0),
-                        0,
-                        0,
-                        "",
-                        int(trans[k]),
-                    )
-                )
+        codes = _conn_state_codes(self.fi, idx, osz, rsz)
+        states = _STATE_NAMES[codes]
+        for k in np.nonzero(codes == _NEEDS_HISTORY)[0].tolist():
+            # RSTOS0 vs OTH depends on the history letters (a regex in Zeek's script).
+            states[k] = fl.conn_state(fl.RESET, fl.INACTIVE, 0, 0, hist[k].as_py() or "", fl.T_TCP)
         start, last = fi[:, fl.FI_START_TS], fi[:, fl.FI_LAST_TS]
         has_dur = last > start
         fids = fi[:, fl.FI_FIRST_FRAME] * 2 + fi[:, fl.FI_DEPTH]
-        parents: list[list[int] | None] = []
-        for fid in fids.tolist():
-            p = self.parents.pop(fid, None)
-            parents.append(sorted(p) if p else None)
+        parents: list[list[int] | None] = [None] * idx.size
+        if self.parents:
+            for k, fid in enumerate(fids.tolist()):
+                p = self.parents.pop(fid, None)
+                parents[k] = sorted(p) if p else None
         missed = np.where(
             tcp,
             np.maximum(fi[:, o + fl.E_HOLES] - fi[:, o + fl.E_FILLS], 0)
             + np.maximum(fi[:, r + fl.E_HOLES] - fi[:, r + fl.E_FILLS], 0),
             0,
         )
-        names = self.addrs.names
+        addr_col = self.addrs.column
         vlan, vlan2, tun = fi[:, fl.FI_VLAN], fi[:, fl.FI_VLAN2], fi[:, fl.FI_TUN]
         ts_type = pa.timestamp("us", "UTC")
         cols = {
             "ts": pa.array(start // 1000).cast(ts_type),
             "ts_end": pa.array(last // 1000).cast(ts_type),
             "duration": pa.array((last - start) / 1e9, mask=~has_dur),
-            "proto": pa.array([fl.TRANSPORT_NAMES[int(t)] for t in trans]),
+            "proto": pa.array(_TRANSPORTS[trans]),
             "ip_proto": pa.array(fi[:, fl.FI_PROTO].astype(np.int16)),
-            "orig_h": pa.array(names(np.ascontiguousarray(fa[:, 0:2]))),
+            "orig_h": addr_col(fa[:, 0], fa[:, 1]),
             "orig_p": pa.array(fi[:, fl.FI_OP].astype(np.int32)),
-            "resp_h": pa.array(names(np.ascontiguousarray(fa[:, 2:4]))),
+            "resp_h": addr_col(fa[:, 2], fa[:, 3]),
             "resp_p": pa.array(fi[:, fl.FI_RP].astype(np.int32)),
             "orig_bytes": pa.array(osz, mask=~has_dur),
             "resp_bytes": pa.array(rsz, mask=~has_dur),
-            "conn_state": pa.array(states),
-            "history": pa.array(hist, mask=hist == ""),
+            "conn_state": pa.array(states, pa.string()),
+            "history": hist,
             "missed_bytes": pa.array(missed),
             "orig_pkts": pa.array(fi[:, fl.FI_OPKTS]),
             "orig_ip_bytes": pa.array(fi[:, fl.FI_OIPB]),
@@ -387,22 +391,45 @@ class NetPipeline:
             "resp_ip_bytes": pa.array(fi[:, fl.FI_RIPB]),
             "vlan": pa.array(vlan.astype(np.int32), mask=vlan < 0),
             "inner_vlan": pa.array(vlan2.astype(np.int32), mask=vlan2 < 0),
-            "tunnel": pa.array([d.TUNNEL_NAMES.get(int(t)) for t in tun], pa.string()),
+            "tunnel": pa.array(_TUNNELS[tun], pa.string(), mask=tun == 0),
             "source": pa.array(np.full(idx.size, "pcap")),
             "first_frame": pa.array(fi[:, fl.FI_FIRST_FRAME]),
             "last_frame": pa.array(fi[:, fl.FI_LAST_FRAME]),
         }
-        # uids need the evidence hash, which may still be computing: added at the end.
+        # uids need the evidence hash, which may still be computing: added when known.
         self.sessions.append((pa.table(cols), fids, parents))
+        self.pending_sessions += idx.size
+        if self._sha.done() and self.pending_sessions >= 50_000:
+            self._stage_sessions()
+
+    def _stage_sessions(self) -> None:
+        tbl = self.sessions_table()
+        if not tbl.num_rows:
+            return
+        if self._staged is None:
+            self._staged = pq.ParquetWriter(self.sessions_path, tbl.schema, compression="lz4")
+        self._staged.write_table(tbl)
+
+    def staged_sessions(self) -> Path | None:
+        """Stage what is left and close the staging file; None when there are no sessions."""
+        self._stage_sessions()
+        if self._staged is None:
+            return None
+        self._staged.close()
+        self._staged = None
+        return self.sessions_path
 
     def sessions_table(self) -> pa.Table:
-        """All sessions of the file, in order of first packet, with their uids."""
+        """Sessions emitted since the last call, with their uids (waits for the hash)."""
         spec = TABLES["sessions"]
         if not self.sessions:
             return spec.empty()
+        self.sessions_out += self.pending_sessions
+        self.pending_sessions = 0
+        batches, self.sessions = self.sessions, []
         sha, eid = self.sha256, self.evidence_id
         parts = []
-        for tbl, fids, parents in self.sessions:
+        for tbl, fids, parents in batches:
             uids = session_uids(sha, fids)
             puids = [sorted(session_uids(sha, np.array(p)).tolist()) if p else None for p in parents]
             tbl = (
@@ -494,12 +521,17 @@ class NetPipeline:
         final_dir = self.case.parquet_dir("packets", self.evidence_id)
         final_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_path.replace(final_dir / "part-0.parquet")
+        self.sessions_path.unlink(missing_ok=True)
 
     def abort(self) -> None:
-        """Drop the half-written packet index."""
+        """Drop the half-written packet index and staged sessions."""
         with contextlib.suppress(Exception):
             self.out.close()
+        if self._staged is not None:
+            with contextlib.suppress(Exception):
+                self._staged.close()
         Path(self.tmp_path).unlink(missing_ok=True)
+        self.sessions_path.unlink(missing_ok=True)
 
 
 class _ParquetSink:
@@ -513,8 +545,8 @@ class _ParquetSink:
         self.path = path
         self.schema = schema
         self.owner = owner
-        # Room for ~32 chunks (a few MB each) so decoding never waits for the hash.
-        self.q: queue.Queue[tuple | None] = queue.Queue(maxsize=32)
+        # A few chunks of slack: the hash (1+ GB/s) normally finishes long before these fill.
+        self.q: queue.Queue[tuple | None] = queue.Queue(maxsize=6)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="parquet-sink", daemon=True)
         self.thread.start()
@@ -548,7 +580,7 @@ class _ParquetSink:
                 writer.close()
 
     def put(self, item: tuple) -> None:
-        """Queue a batch (blocks while 32 are waiting)."""
+        """Queue a batch (blocks while six are waiting)."""
         if self.error:
             raise self.error
         self.q.put(item)
@@ -648,3 +680,56 @@ def _encode_ints(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 break
             j = (j + 1) & mask
     return codes, uniq[:k]
+
+
+@njit(cache=True)
+def _conn_state_codes(fi: np.ndarray, idx: np.ndarray, osz: np.ndarray, rsz: np.ndarray) -> np.ndarray:
+    """Zeek's conn_state as indexes into _STATE_NAMES (see _flows.conn_state)."""
+    out = np.empty(idx.shape[0], np.int64)
+    for k in range(idx.shape[0]):
+        f = idx[k]
+        trans = fi[f, fl.FI_TRANS]
+        if trans == fl.T_UDP:
+            oa, ra = fi[f, fl.FI_OLEN] >= 0, fi[f, fl.FI_RLEN] >= 0
+            out[k] = (2 if ra else 0) if oa else (11 if ra else 12)
+            continue
+        if trans != fl.T_TCP:
+            out[k] = 12
+            continue
+        os_, rs = fi[f, fl.EB + fl.E_STATE], fi[f, fl.EB + fl.EN + fl.E_STATE]
+        o_in = os_ == fl.INACTIVE or os_ == fl.PARTIAL
+        r_in = rs == fl.INACTIVE or rs == fl.PARTIAL
+        if rs == fl.RESET:
+            if os_ == fl.SYN_SENT or os_ == fl.SYN_ACK_SENT or (
+                    os_ == fl.RESET and osz[k] == 0 and rsz[k] == 0):
+                out[k] = 3
+            else:
+                out[k] = 9 if o_in else 7
+        elif os_ == fl.RESET:
+            out[k] = _NEEDS_HISTORY if r_in else 6
+        elif rs == fl.CLOSED and os_ == fl.CLOSED:
+            out[k] = 2
+        elif os_ == fl.CLOSED:
+            out[k] = 10 if r_in else 4
+        elif rs == fl.CLOSED:
+            out[k] = 11 if o_in else 5
+        elif os_ == fl.SYN_SENT and rs == fl.INACTIVE:
+            out[k] = 0
+        elif os_ == fl.ESTABLISHED and rs == fl.ESTABLISHED:
+            out[k] = 1
+        else:
+            out[k] = 12
+    return out
+
+
+def _history_array(fh: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """Zeek history strings from the fixed-width letter buffer (NULL when empty)."""
+    n = fh.shape[0]
+    lengths = lengths.astype(np.int64)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    keep = np.arange(fh.shape[1])[None, :] < lengths[:, None]
+    data = np.ascontiguousarray(fh)[keep]
+    valid = np.packbits(lengths > 0, bitorder="little")
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()), pa.py_buffer(valid.tobytes()))

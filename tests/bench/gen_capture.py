@@ -169,9 +169,16 @@ def _http_head(request: bool, total: int, srv: int) -> bytes:
     raise AssertionError(total)  # unreachable: one of the two paddings always fits
 
 
-def _tcp_flows(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-    req = _logu(rng, 100, 3000, n).astype(np.int64)
-    resp = np.clip(rng.lognormal(np.log(6000), 2.2, n), 200, 4e6).astype(np.int64)
+# Response-size shapes: "bulk" (downloads dominate: ~900 B per packet) and
+# "interactive" (many short request/response exchanges, like an office LAN or a
+# busy API tier: ~250 B per packet, close to the 4.6 M packets/GB in DESIGN §5).
+MIXES = {"bulk": (np.log(6000), 2.2, 4e6), "interactive": (np.log(700), 1.2, 2.5e5)}
+
+
+def _tcp_flows(rng: np.random.Generator, n: int, mix: str = "bulk") -> dict[str, np.ndarray]:
+    mu, sigma, cap = MIXES[mix]
+    req = _logu(rng, 100, 3000 if mix == "bulk" else 900, n).astype(np.int64)
+    resp = np.clip(rng.lognormal(mu, sigma, n), 200, cap).astype(np.int64)
     nq, nr = -(-req // MSS), -(-resp // MSS)
     rst, v6 = rng.random(n) < 0.03, rng.random(n) < 0.10
     npk = 3 + nq + nr + (nr + 1) // 2 + np.where(rst, 1, 3)
@@ -194,11 +201,12 @@ def _dns_flows(rng: np.random.Generator, n: int, tlen: np.ndarray) -> dict[str, 
             "rtt": _logu(rng, 500, 4e4, n), "tmpl": j, "txid": rng.integers(0, 1 << 16, n)}
 
 
-def _flow_table(rng: np.random.Generator, size: int, tlen: np.ndarray) -> dict[str, np.ndarray]:
+def _flow_table(rng: np.random.Generator, size: int, tlen: np.ndarray,
+                mix: str = "bulk") -> dict[str, np.ndarray]:
     """All flows sorted by start, cut at the first flow whose bytes pass ``size``."""
     chunks, total, t0, mean_gap = [], 0, 0.0, 0.0
     while total < size:
-        tcp = _tcp_flows(rng, 4096)
+        tcp = _tcp_flows(rng, 4096, mix)
         mean_gap = mean_gap or float(tcp["wire"].mean()) / BYTE_RATE * 1e6
         tcp["start"] = t0 + np.cumsum(rng.exponential(mean_gap, 4096))
         nd = round(int(tcp["npk"].sum()) * DNS_SHARE / (1 - DNS_SHARE) / 2)
@@ -352,13 +360,14 @@ def _render(m: np.ndarray, g: dict[str, np.ndarray], fl: dict[str, np.ndarray],
     return out
 
 
-def generate(path: str | Path, size_bytes: int, seed: int = 1) -> dict:
+def generate(path: str | Path, size_bytes: int, seed: int = 1, mix: str = "bulk") -> dict:
     """Write a synthetic Ethernet pcap of roughly ``size_bytes`` bytes.
 
     Args:
         path: Output file (classic little-endian microsecond pcap, linktype 1).
         size_bytes: Target size; generation stops at the first flow boundary past it.
         seed: Seed of the random generator; the same seed gives identical bytes.
+        mix: "bulk" (large transfers) or "interactive" (short exchanges, small packets).
 
     Returns:
         Summary with keys packets, bytes, tcp_flows, udp_flows, ipv6_flows, duration_s.
@@ -366,7 +375,7 @@ def generate(path: str | Path, size_bytes: int, seed: int = 1) -> dict:
     rng = np.random.default_rng(seed)
     h = _hosts(rng)
     tm = _dns_templates(rng, h)
-    fl, rb = _flow_table(rng, size_bytes, tm["len"]), _RandBuf(rng, 3 * CHUNK)
+    fl, rb = _flow_table(rng, size_bytes, tm["len"], mix), _RandBuf(rng, 3 * CHUNK)
     nflows, packets, t_first, t_last = fl["start"].size, 0, None, 0
     pending = np.zeros(0, META)
     with Path(path).open("wb") as f:
@@ -416,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=_parse_size, default=_parse_size("100M"),
                     help="target size with optional K/M/G suffix (default 100M)")
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    ap.add_argument("--mix", choices=sorted(MIXES), default="bulk", help="traffic shape")
     args = ap.parse_args(argv)
-    print(json.dumps(generate(args.out, args.size, args.seed)))
+    print(json.dumps(generate(args.out, args.size, args.seed, args.mix)))
     return 0
 
 
