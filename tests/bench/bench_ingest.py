@@ -76,6 +76,8 @@ def main() -> int:
     ap.add_argument("--small", default="100M", help="small capture size, for the memory comparison")
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--keep", action="store_true", help="keep the generated captures")
+    ap.add_argument("--no-interactive", dest="interactive", action="store_false",
+                    help="skip the small-packet (interactive) capture")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,27 +86,30 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         work = Path(tmp)
-        for label, size in (("small", args.small), ("large", args.size)):
-            cap = work / f"bench-{label}.pcap"
-            summary = generate(cap, parse_size(size), seed=1)
+        runs = [("bulk", "small", args.small), ("bulk", "large", args.size)]
+        if args.interactive:
+            runs.append(("interactive", "large", args.size))
+        for mix, label, size in runs:
+            cap = work / f"bench-{mix}-{label}.pcap"
+            summary = generate(cap, parse_size(size), seed=1, mix=mix)
             r = bench_one(cap, work)
-            r["label"], r["packets"] = label, summary["packets"]
+            r["label"], r["mix"], r["packets"] = label, mix, summary["packets"]
             results.append(r)
             if args.keep:
                 shutil.copy(cap, out / cap.name)
             cap.unlink()
-    print(f"{'capture':>10} {'packets':>10} {'tool':>16} {'seconds':>8} {'peak MiB':>9} {'MB/s':>7}")
+    print(f"{'mix':>12} {'capture':>9} {'packets':>10} {'tool':>16} {'seconds':>8} {'peak MiB':>9} {'MB/s':>7}")
     for r in results:
         mb = r["bytes"] / 1e6
         for tool in ("breachbook", "tshark_conv_tcp", "tcpflow"):
             if tool in r:
                 m = r[tool]
-                print(f"{mb:>8.0f}MB {r['packets']:>10,} {tool:>16} {m['seconds']:>8.2f} "
+                print(f"{r['mix']:>12} {mb:>7.0f}MB {r['packets']:>10,} {tool:>16} {m['seconds']:>8.2f} "
                       f"{m['peak_mib']:>9.0f} {mb / m['seconds']:>7.0f}")
         if "ratio_tshark" in r:
-            print(f"{'':>29} breachbook is {r['ratio_tshark']:.1f}x faster than tshark -z conv,tcp")
+            print(f"{'':>33} breachbook is {r['ratio_tshark']:.1f}x faster than tshark -z conv,tcp")
         if "ratio_tcpflow" in r:
-            print(f"{'':>29} breachbook is {r['ratio_tcpflow']:.2f}x tcpflow's speed")
+            print(f"{'':>33} breachbook is {r['ratio_tcpflow']:.2f}x tcpflow's speed")
     (out / "bench_ingest.json").write_text(json.dumps(results, indent=2))
     return 0
 
