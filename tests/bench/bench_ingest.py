@@ -98,7 +98,8 @@ def main() -> int:
             if args.keep:
                 shutil.copy(cap, out / cap.name)
             cap.unlink()
-    print(f"{'mix':>12} {'capture':>9} {'packets':>10} {'tool':>16} {'seconds':>8} {'peak MiB':>9} {'MB/s':>7}")
+    head = ("mix", "capture", "packets", "tool", "seconds", "peak MiB", "MB/s")
+    print("{:>12} {:>9} {:>10} {:>16} {:>8} {:>9} {:>7}".format(*head))
     for r in results:
         mb = r["bytes"] / 1e6
         for tool in ("breachbook", "tshark_conv_tcp", "tcpflow"):
