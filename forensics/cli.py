@@ -149,7 +149,9 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     from forensics import scenario
 
     t0 = time.perf_counter()
-    key = scenario.generate(Path(args.out), seed=args.seed, profile=args.profile, noise=args.noise)
+    parts = [p for p in args.parts.split(",") if p] if args.parts else None
+    key = scenario.generate(Path(args.out), seed=args.seed, profile=args.profile, noise=args.noise,
+                            parts=parts)
     print(f"scenario seed {args.seed} ({args.profile}) written to {args.out} in "
           f"{time.perf_counter() - t0:.1f} s; answer key: {Path(args.out) / 'answer_key.json'}")
     if args.verbose:
@@ -213,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--out", required=True)
     g.add_argument("--profile", choices=["small", "standard", "large"], default="standard")
-    g.add_argument("--noise", default="normal")
+    g.add_argument("--noise", choices=["none", "low", "normal", "high"], default="normal")
+    g.add_argument("--parts", help="story parts to include, comma-separated (default: all)")
     g.set_defaults(func=cmd_scenario)
 
     s = sub.add_parser("demo", help="build the demo case and its report")

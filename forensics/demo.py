@@ -36,7 +36,9 @@ def build_demo(case_dir: Path, report: Path, *, seed: int = 7, profile: str = "s
     shutil.rmtree(evidence, ignore_errors=True)
     scenario.generate(evidence, seed=seed, profile=profile)
     with open_case(case_dir) as case:
-        results = case.ingest(evidence, progress=True)
+        # The answer key and inventory sit beside evidence/, not in it: the case
+        # sees only what an analyst would receive.
+        results = case.ingest(evidence / "evidence", progress=True)
         failed = [r for r in results if r.error and not r.path.name.endswith((".json", ".csv", ".md"))]
         for r in failed:
             print(f"not ingested: {r.path.name}: {r.error}")
