@@ -81,7 +81,8 @@ class IngestContext:
             agg = self._overflow.setdefault(code, [0, offset if offset is not None else -1])
             agg[0] += count
             return
-        log.warning("%s @ %s: [%s] %s", self.path, offset, code, message)
+        # Recorded in ingest_warnings; logged at INFO so notebooks are not flooded.
+        log.info("%s @ %s: [%s] %s", self.path, offset, code, message)
         self.warnings.append({
             "evidence_id": self.evidence_id, "path": str(self.path), "offset": offset,
             "unit": unit, "severity": severity, "code": code, "message": message, "count": count,
