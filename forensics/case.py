@@ -19,6 +19,7 @@ import contextlib
 import getpass
 import hashlib
 import os
+import shutil
 import socket
 import warnings
 from collections.abc import Callable, Iterable
@@ -82,6 +83,9 @@ class Case:
         if not read_only:
             for sub in ("parquet", "carved", "reports"):
                 (path / sub).mkdir(exist_ok=True)
+            # Staged outputs of an ingest that was killed: never committed, so never
+            # visible; safe to drop now that we hold the only write connection.
+            shutil.rmtree(path / ".staging", ignore_errors=True)
             for t in TABLES.values():
                 if t.storage == "duckdb":
                     self.con.execute(t.ddl())
@@ -260,9 +264,7 @@ class Case:
         self, evidence_id: str, net: NetPipeline | None, result: IngestResult, started: datetime,
         md5: str | None = None,
     ) -> None:
-        """Publish the Parquet partition and commit (engine use only)."""
-        if net is not None:
-            net.publish()
+        """Mark the evidence ingested, record the run and commit (engine use only)."""
         finished = self._now()
         self.con.execute(
             "UPDATE evidence SET status = 'ingested', ingested_at = ?, md5 = coalesce(?, md5) "
@@ -303,11 +305,32 @@ class Case:
         finally:
             self.con.unregister("_bb_insert")
 
-    def _insert_parquet(self, name: str, path: Path) -> int:
-        """Bulk-load a staged Parquet file into a DuckDB table; returns the row count."""
+    def _insert_parquet(self, name: str, path: Path, evidence_id: str | None = None) -> int:
+        """Bulk-load a staged Parquet file into a DuckDB table; returns the row count.
+
+        With ``evidence_id``, every row is stamped with it (provenance).
+        """
+        cols = "*"
+        params: list[Any] = [str(path)]
+        if evidence_id is not None and "evidence_id" in TABLES[name].names:
+            cols = "* REPLACE (CAST(? AS VARCHAR) AS evidence_id)"
+            params.insert(0, evidence_id)
         row = self.con.execute(
-            f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet(?)", [str(path)]).fetchone()
+            f"INSERT INTO {name} BY NAME SELECT {cols} FROM read_parquet(?)", params).fetchone()
         return int(row[0]) if row else 0
+
+    def staging_dir(self) -> Path:
+        """A fresh folder for one file's staged outputs (inside the case, never visible)."""
+        import uuid
+
+        p = self.path / ".staging" / uuid.uuid4().hex
+        p.mkdir(parents=True)
+        return p
+
+    def ingested_sha256(self) -> frozenset[str]:
+        """SHA-256s of evidence already ingested (so a parse can stop early)."""
+        rows = self.con.execute("SELECT sha256 FROM evidence WHERE status = 'ingested'").fetchall()
+        return frozenset(r[0] for r in rows)
 
     def _need_write(self) -> None:
         if self.read_only:

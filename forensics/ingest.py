@@ -1,25 +1,33 @@
 """The ingest engine: evidence file in, rows of the case out.
 
-For each file the engine registers the evidence (hash first), picks its source
-by sniffing, streams the source's batches through the right pipeline (frames
-through :mod:`forensics.net.pipeline`; record batches straight to their table),
-stamps provenance (``evidence_id`` and the record's offset or frame), records
-warnings, and commits everything for that file in one transaction, so an
-interrupted ingest leaves the case as it was before that file.
+Ingest has two stages, so that the heavy one can run anywhere:
+
+1. :func:`parse_file` (pure: file in, staged Parquet out, no database): pick the
+   source by sniffing, hash the file on another core, stream the source's
+   batches through the right pipeline (frames through
+   :mod:`forensics.net.pipeline`; record batches straight to staged tables), and
+   record warnings. It runs in this process, in a process pool, or on a Dask
+   worker (:mod:`forensics.parallel`).
+2. :func:`commit_staged` (the one writer): register the evidence, stamp
+   provenance, bulk-load the staged tables and publish the packet-index
+   partition, all in one transaction per file; an interrupted ingest leaves the
+   case as it was before that file, and a half-written partition is never visible.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from forensics.case import hash_file
 from forensics.errors import CorruptRecord, UnsupportedSource
@@ -27,13 +35,13 @@ from forensics.tables import TABLES
 
 if TYPE_CHECKING:
     from forensics.case import Case
+    from forensics.net.pipeline import NetPipeline
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IngestContext", "IngestResult"]
+__all__ = ["IngestContext", "IngestResult", "Staged", "commit_staged", "parse_file"]
 
 MAX_WARNINGS_PER_CODE = 1000  # past this, one aggregated row counts the rest
-FLUSH_ROWS = 50_000  # record rows buffered per table before they are written
 
 
 @dataclass
@@ -135,141 +143,246 @@ class IngestResult:
     tables: dict[str, int] = field(default_factory=dict)
 
 
-class _AlreadyIngested(Exception):
-    """Raised inside a run once the hash shows the evidence is already in the case."""
+@dataclass
+class Staged:
+    """One parsed evidence file, waiting to be committed.
 
-
-class _Run:
-    """One file's ingest: parse while the SHA-256 is computed on another core.
-
-    Nothing keyed by the evidence (its id, uids, DuckDB rows) is written until the
-    hash is known; the packet sink and the session builder wait for it. If the
-    hash shows the evidence is already ingested, the run stops early.
+    Attributes:
+        path: the evidence file.
+        format: the source that read it.
+        sha256: its SHA-256; size: its size in bytes.
+        work: the staging folder (inside the case) holding the outputs.
+        packets: staged packet index (captures), or None.
+        tables: staged Parquet files per table (sessions, events, ...).
+        warnings: warning rows (dicts for ``ingest_warnings``).
+        records: packets or records read.
+        seconds: parse time.
+        skipped: the evidence was already in the case (nothing staged).
+        md5: the file's MD5 when asked for.
     """
 
-    def __init__(self, case: Case, path: Path, fmt: str, sha: Future[tuple[str, int]],
-                 ctx: IngestContext, result: IngestResult):
-        self.case, self.path, self.fmt, self.sha, self.ctx, self.result = (
-            case, path, fmt, sha, ctx, result)
-        self.ev: dict[str, Any] | None = None
-        self.started = case._now()
-        self.buffered: dict[str, list[pa.Table]] = {}
-        self.counts: dict[str, int] = {}
+    path: Path
+    format: str
+    sha256: str
+    size: int
+    work: Path
+    packets: Path | None = None
+    tables: dict[str, list[Path]] = field(default_factory=dict)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    records: int = 0
+    seconds: float = 0.0
+    skipped: bool = False
+    md5: str | None = None
 
-    def registered(self) -> dict[str, Any]:
-        """Register the evidence (waiting for its hash) and open the transaction."""
-        if self.ev is None:
-            sha, size = self.sha.result()
-            ev = self.case._register_digest(self.path.resolve(), sha, size, self.fmt)
-            self.result.evidence_id, self.result.bytes = ev["evidence_id"], ev["size"]
-            self.ctx.evidence_id = ev["evidence_id"]
-            if ev["status"] == "ingested":
-                raise _AlreadyIngested
-            self.case._begin_ingest(ev["evidence_id"])
-            self.ev = ev
-        return self.ev
+
+class _AlreadyIngested(Exception):
+    """Raised inside a parse once the hash shows the evidence is already in the case."""
+
+
+class _TableStager:
+    """Record batches per table, written to Parquet as they come (bounded memory)."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.paths: dict[str, list[Path]] = {}
+        self.rows = 0
 
     def add(self, name: str, tbl: pa.Table) -> None:
-        """Buffer record rows for ``name``; written in batches of FLUSH_ROWS."""
         if name not in TABLES:
-            raise KeyError(f"source {self.fmt} produced rows for undeclared table {name!r}")
-        self.buffered.setdefault(name, []).append(TABLES[name].conform(tbl))
-        if sum(t.num_rows for t in self.buffered[name]) >= FLUSH_ROWS:
-            self.flush(name)
+            raise KeyError(f"a source produced rows for undeclared table {name!r}")
+        spec = TABLES[name]
+        tbl = spec.conform(tbl)
+        if name not in self.writers:
+            path = self.work / f"{name}.parquet"
+            self.writers[name] = pq.ParquetWriter(path, spec.arrow_schema(), compression="lz4")
+            self.paths[name] = [path]
+        self.writers[name].write_table(tbl)
+        self.rows += tbl.num_rows
 
-    def flush(self, name: str) -> None:
-        """Write the buffered rows of one table."""
-        parts = self.buffered.pop(name, [])
-        if parts:
-            tbl = _stamp(pa.concat_tables(parts), self.registered()["evidence_id"])
-            self.case._insert(name, tbl)
-            self.counts[name] = self.counts.get(name, 0) + tbl.num_rows
+    def close(self) -> dict[str, list[Path]]:
+        for w in self.writers.values():
+            w.close()
+        self.writers = {}
+        return self.paths
+
+
+def detect_source(path: Path, fmt: str | None = None) -> Any:
+    """The source for a file (sniffed, or the forced ``fmt`` checked against the bytes).
+
+    Raises:
+        UnsupportedSource: no source reads it, or it is not ``fmt``.
+    """
+    from forensics import sources
+
+    src = sources.get(fmt) if fmt else sources.detect(path)
+    if fmt:
+        with path.open("rb") as fh:
+            if not src.sniff(fh.read(sources.SNIFF_BYTES)):
+                raise UnsupportedSource(f"file is not {fmt}", str(path), 0)
+    return src
+
+
+def parse_file(
+    path: Path, work: Path, *, fmt: str | None = None, strict: bool = False,
+    known: frozenset[str] = frozenset(), progress: Callable[[int], None] | None = None,
+    md5: bool = False, net: NetPipeline | None = None, final: bool = True,
+) -> Staged:
+    """Parse one evidence file into staged Parquet under ``work`` (no database).
+
+    Args:
+        path: the evidence file (opened read-only).
+        work: an empty staging folder inside the case directory.
+        fmt: force a format instead of sniffing.
+        strict: raise on the first damaged record.
+        known: SHA-256s already in the case; parsing stops early for those.
+        progress: called with bytes read so far.
+        md5: also compute the MD5.
+        net: the packet pass to continue (a stream of rotated captures); a new one if None.
+        final: with ``net``, the stream ends with this file.
+
+    Returns:
+        What was staged.
+
+    Raises:
+        UnsupportedSource: the file is not in a format Breachbook reads.
+    """
+    from forensics.net.pipeline import NetPipeline
+    from forensics.sources._frames import FrameBatch
+
+    t0 = time.perf_counter()
+    src = detect_source(path, fmt)
+    work.mkdir(parents=True, exist_ok=True)
+    # SHA-256 (which keys the evidence) runs beside the parse on another core; MD5,
+    # for hash lists that still use it, is optional: it costs twice as much.
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
+    sha_future = pool.submit(hash_file, path)
+    md5_future = pool.submit(hash_file, path, "md5") if md5 else None
+    ctx = IngestContext(path=path, evidence_id="", strict=strict, progress=progress)
+    stager = _TableStager(work)
+    started_net = False
+
+    def check_known() -> None:
+        if sha_future.done():
+            sha = sha_future.result()[0]
+            ctx.evidence_id = sha[:16]
+            if sha in known:
+                raise _AlreadyIngested
+
+    try:
+        for item in src.read(path, ctx):
+            check_known()
+            if isinstance(item, FrameBatch):
+                if not started_net:
+                    net = net or NetPipeline()
+                    net.begin_file(ctx, sha_future, work)
+                    started_net = True
+                assert net is not None
+                net.process(item)
+                if progress and len(item):
+                    progress(item.base + int(item.off[-1]))
+            else:
+                stager.add(*item)
+        sha, size = sha_future.result()
+        ctx.evidence_id = sha[:16]
+        if sha in known:
+            raise _AlreadyIngested
+        staged = Staged(path=path, format=src.name, sha256=sha, size=size, work=work)
+        if started_net and net is not None:
+            staged.packets, sessions = net.end_file(final=final)
+            if sessions is not None:
+                stager.paths.setdefault("sessions", []).append(sessions)
+            staged.records = net.frames
+        staged.tables = stager.close()
+        staged.records = staged.records or stager.rows
+        staged.warnings = ctx.warning_table().to_pylist()
+        staged.md5 = md5_future.result()[0] if md5_future else None
+        staged.seconds = time.perf_counter() - t0
+        return staged
+    except _AlreadyIngested:
+        stager.close()
+        if started_net and net is not None:
+            net.abort()
+        sha, size = sha_future.result()
+        return Staged(path=path, format=src.name, sha256=sha, size=size, work=work, skipped=True)
+    except BaseException:
+        stager.close()
+        if started_net and net is not None:
+            net.abort()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def commit_staged(case: Case, staged: Staged) -> IngestResult:
+    """Write one staged file into the case in a single transaction (the one writer).
+
+    Registers the evidence, loads every staged table with ``evidence_id``
+    stamped, inserts the warnings, publishes the packet-index partition by an
+    atomic rename, and marks the evidence ingested. Evidence already ingested
+    adds nothing.
+    """
+    result = IngestResult(path=staged.path, format=staged.format, bytes=staged.size,
+                          records=staged.records, seconds=staged.seconds)
+    started = case._now()
+    ev = case._register_digest(staged.path.resolve(), staged.sha256, staged.size, staged.format)
+    eid = result.evidence_id = ev["evidence_id"]
+    if staged.skipped or ev["status"] == "ingested":
+        result.skipped, result.records = True, 0
+        shutil.rmtree(staged.work, ignore_errors=True)
+        return result
+    case._begin_ingest(eid)
+    try:
+        counts: dict[str, int] = {}
+        for name, paths in staged.tables.items():
+            for p in paths:
+                # Sessions carry their own evidence (a stream's connection may have
+                # started in an earlier file); everything else is stamped here.
+                stamp = None if name == "sessions" else eid
+                counts[name] = counts.get(name, 0) + case._insert_parquet(name, p, evidence_id=stamp)
+        warnings = pa.Table.from_pylist(staged.warnings) if staged.warnings else None
+        if warnings is not None:
+            case._insert("ingest_warnings", _stamp(TABLES["ingest_warnings"].conform(warnings), eid))
+        result.warnings = len(staged.warnings)
+        result.sessions = counts.get("sessions", 0)
+        result.tables = counts
+        if staged.packets is not None:
+            final_dir = case.parquet_dir("packets", eid)
+            final_dir.mkdir(parents=True, exist_ok=True)
+            staged.packets.replace(final_dir / "part-0.parquet")
+        case._finish_ingest(eid, None, result, started, md5=staged.md5)
+    except BaseException:
+        case._abort_ingest(eid)
+        raise
+    finally:
+        shutil.rmtree(staged.work, ignore_errors=True)
+    return result
 
 
 def ingest_file(
     case: Case, path: Path, *, fmt: str | None = None, strict: bool = False,
     progress: Callable[[int], None] | None = None, md5: bool = False,
 ) -> IngestResult:
-    """Ingest one evidence file into ``case`` (see :meth:`forensics.case.Case.ingest`)."""
-    from forensics import sources
-    from forensics.net.pipeline import NetPipeline
-    from forensics.sources._frames import FrameBatch
-
-    t0 = time.perf_counter()
-    result = IngestResult(path=path)
+    """Parse and commit one evidence file (see :meth:`forensics.case.Case.ingest`)."""
     try:
-        src = sources.get(fmt) if fmt else sources.detect(path)
-        if fmt:
-            with path.open("rb") as fh:
-                if not src.sniff(fh.read(sources.SNIFF_BYTES)):
-                    raise UnsupportedSource(f"file is not {fmt}", str(path), 0)
+        detect_source(path, fmt)
     except UnsupportedSource as exc:
         if strict:
             raise
-        result.error = str(exc)
-        return result
-    result.format = src.name
-    # SHA-256 (which keys the evidence) runs beside the parse on the other core;
-    # MD5, for hash lists that still use it, is optional: it costs twice as much.
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
-    sha_future = pool.submit(hash_file, path)
-    md5_future = pool.submit(hash_file, path, "md5") if md5 else None
-    ctx = IngestContext(path=path, evidence_id="", strict=strict, progress=progress)
-    run = _Run(case, path, src.name, sha_future, ctx, result)
-    net: NetPipeline | None = None
+        return IngestResult(path=path, error=str(exc))
+    work = case.staging_dir()
     try:
-        for item in src.read(path, ctx):
-            if sha_future.done():
-                run.registered()  # stops early when the evidence is already in the case
-            if isinstance(item, FrameBatch):
-                if net is None:
-                    net = NetPipeline(case, ctx, sha_future)
-                net.process(item)
-                if progress and len(item):
-                    progress(item.base + int(item.off[-1]))
-            else:
-                run.add(*item)
-        ev = run.registered()
-        for name in list(run.buffered):
-            run.flush(name)
-        if net is not None:
-            net.finish()
-            result.records = net.frames
-            staged = net.staged_sessions()
-            if staged is not None:
-                run.registered()
-                result.sessions = case._insert_parquet("sessions", staged)
-            run.counts["sessions"] = result.sessions
-        warnings = ctx.warning_table()
-        if warnings.num_rows:
-            case._insert("ingest_warnings", warnings)
-        result.warnings = warnings.num_rows
-        result.tables = run.counts
-        if not result.records:
-            result.records = sum(run.counts.values())
-        result.seconds = time.perf_counter() - t0
-        case._finish_ingest(ev["evidence_id"], net, result, run.started,
-                            md5=md5_future.result()[0] if md5_future else None)
-    except _AlreadyIngested:
-        if net is not None:
-            net.abort()
-        result.skipped = True
-        result.records = 0
+        staged = parse_file(path, work, fmt=fmt, strict=strict, known=case.ingested_sha256(),
+                            progress=progress, md5=md5)
     except BaseException:
-        if run.ev is not None:
-            case._abort_ingest(run.ev["evidence_id"])
-        else:
-            # Failed before anything was written: still record the evidence as seen
-            # (failed), unless hashing it would keep an interrupted user waiting.
-            with contextlib.suppress(Exception):
-                sha_future.result(timeout=2)
-                case._abort_ingest(run.registered()["evidence_id"])
-        if net is not None:
-            net.abort()
+        shutil.rmtree(work, ignore_errors=True)
+        # Record the evidence as seen (failed) when its hash is quick to get.
+        with contextlib.suppress(Exception):
+            if path.stat().st_size < 256 << 20:
+                sha, size = hash_file(path)
+                case._abort_ingest(case._register_digest(path.resolve(), sha, size, None)["evidence_id"])
         raise
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    return result
+    return commit_staged(case, staged)
 
 
 def _stamp(tbl: pa.Table, evidence_id: str) -> pa.Table:

@@ -130,42 +130,126 @@ def _opt(a: np.ndarray, missing: np.ndarray, typ: pa.DataType) -> pa.Array:
     return pa.array(a.astype(typ.to_pandas_dtype(), copy=False), type=typ, mask=missing)
 
 
-class NetPipeline:
-    """Packet pass for one capture file (engine use; see :mod:`forensics.ingest`)."""
+EV_SHIFT = 41  # flow keys carry the index of the stream file the flow started in
+FRAME_MASK = (1 << EV_SHIFT) - 1
+FID_MASK = (1 << (EV_SHIFT + 1)) - 1
 
-    def __init__(self, case: Case, ctx: IngestContext, sha: Future[tuple[str, int]]):
-        self.case = case
-        self.pending_sessions = 0
-        self.sessions_out = 0
-        self._staged: pq.ParquetWriter | None = None
-        self.ctx = ctx
-        self._sha = sha
-        self.frames = 0
+
+class NetPipeline:
+    """The packet pass over one capture, or over a stream of rotated captures.
+
+    Connection state lives here across files: a stream of captures from one
+    sensor (``begin_file`` ... ``end_file`` per file, in time order) yields one
+    session with one uid for a connection that spans files. Each file still
+    gets its own packet-index partition and evidence id. A session's uid is
+    keyed by the file it started in.
+    """
+
+    def __init__(self) -> None:
         self.fi, self.fa, self.fh, self.ht = fl.new_state(1 << 14)
         self.nflows = 0
-        self.sessions: list[tuple[pa.Table, np.ndarray, list[list[int] | None]]] = []
         self.parents: dict[int, set[int]] = {}
-        self.frags = FragmentReassembler(ctx)
         self.addrs = _AddrNames()
         self.last_ts = NO_TS
-        tmp_dir = case.path / "parquet" / "packets"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = tmp_dir / f".tmp-{uuid.uuid4().hex}.parquet"
+        self.shas: list[Future[tuple[str, int]]] = []
+        self.sessions: list[tuple[pa.Table, np.ndarray, list[list[int] | None]]] = []
+        self.pending_sessions = 0
+        self.sessions_out = 0
+        self.schema = TABLES["packets"].arrow_schema()
+        self.frags: FragmentReassembler | None = None
+
+    def begin_file(self, ctx: IngestContext, sha: Future[tuple[str, int]], work_dir: Path) -> None:
+        """Start the next file of the stream; staged output goes to ``work_dir``."""
+        self.ctx = ctx
+        self.evidx = len(self.shas)
+        self.shas.append(sha)
+        self.frames = 0
+        if self.frags is None:
+            self.frags = FragmentReassembler(ctx)
+        self.frags.ctx = ctx
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = work_dir / "packets.parquet"
         # Sessions are staged in Parquet and bulk-loaded at commit: DuckDB would keep
         # every inserted Arrow batch alive until the transaction ends.
-        self.sessions_path = tmp_dir / f".tmp-{uuid.uuid4().hex}-sessions.parquet"
-        self.schema = TABLES["packets"].arrow_schema()
+        self.sessions_path = work_dir / "sessions.parquet"
+        self._staged: pq.ParquetWriter | None = None
         self.out = _ParquetSink(self.tmp_path, self.schema, self)
+
+    def end_file(self, final: bool = True) -> tuple[Path, Path | None]:
+        """Finish the current file: its packet index and the sessions ended so far.
+
+        Args:
+            final: the stream ends here, so every connection still open is ended.
+                Otherwise open connections carry over into the next file.
+
+        Returns:
+            The staged packet-index file and the staged sessions file (or None).
+        """
+        if final:
+            assert self.frags is not None
+            self.frags.flush()
+            self._emit(np.nonzero(self.fi[: self.nflows, fl.FI_ALIVE] == 1)[0])
+        self.out.close()
+        return self.tmp_path, self.staged_sessions()
+
+    def finish(self) -> None:
+        """End a single-file pass (``end_file(final=True)``)."""
+        self.end_file(final=True)
 
     @property
     def sha256(self) -> str:
-        """The evidence's SHA-256 (waits for the hashing thread)."""
-        return self._sha.result()[0]
+        """The current file's SHA-256 (waits for the hashing thread)."""
+        return self.shas[self.evidx].result()[0]
 
     @property
     def evidence_id(self) -> str:
-        """The evidence id (waits for the hash)."""
+        """The current file's evidence id (waits for the hash)."""
         return self.sha256[:16]
+
+    def uids(self, fids: np.ndarray) -> np.ndarray:
+        """uids for flow keys, each keyed by the stream file its flow started in."""
+        fids = np.asarray(fids, np.int64)
+        ev = fids >> (EV_SHIFT + 1)
+        local = fids & FID_MASK
+        if ev.size and (ev == ev[0]).all():
+            return session_uids(self.shas[int(ev[0])].result()[0], local)
+        out = np.empty(fids.shape[0], object)
+        for e in np.unique(ev).tolist():
+            m = ev == e
+            out[m] = session_uids(self.shas[e].result()[0], local[m])
+        return out.astype(str)
+
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def save_state(self, path: Path) -> None:
+        """Write the connection state at a file boundary (for resuming a stream)."""
+        n = self.nflows
+        parents = np.array([(k, v) for k, vs in self.parents.items() for v in vs], np.int64).reshape(-1, 2)
+        shas = np.array([f.result()[0] for f in self.shas])
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, fi=self.fi[:n], fa=self.fa[:n], fh=self.fh[:n], parents=parents, shas=shas,
+                 last_ts=np.array([self.last_ts]))
+        tmp.replace(path)
+
+    @classmethod
+    def from_state(cls, path: Path) -> NetPipeline:
+        """A pipeline that continues a stream from a checkpoint."""
+        z = np.load(path)
+        self = cls()
+        n = z["fi"].shape[0]
+        if n > self.fi.shape[0]:
+            self._grow(n)
+        self.fi[:n], self.fa[:n], self.fh[:n] = z["fi"], z["fa"], z["fh"]
+        self.nflows = n
+        fl.rebuild_index(self.fi, self.fa, n, self.ht)
+        for k, v in z["parents"].tolist():
+            self.parents.setdefault(k, set()).add(v)
+        for sha in z["shas"].tolist():
+            fut: Future[tuple[str, int]] = Future()
+            fut.set_result((str(sha), 0))
+            self.shas.append(fut)
+        self.last_ts = int(z["last_ts"][0])
+        return self
 
     # ---- per chunk ------------------------------------------------------------------
 
@@ -182,10 +266,11 @@ class NetPipeline:
         nrows = d.decode(b.buf, b.off, b.caplen, b.linktype.astype(np.int64), rows, addr)
         rows, addr = rows[:nrows], addr[:nrows]
         self._warn_errors(b, rows)
+        assert self.frags is not None
         frag_groups = self.frags.process(b, rows, addr, frames)
         fid = np.empty(nrows, np.int64)
         orig = np.empty(nrows, np.int8)
-        self._track(rows, addr, b.ts_ns, frames, fid, orig)
+        self._track(rows, addr, b.ts_ns, frames | (self.evidx << EV_SHIFT), fid, orig)
         for members, done_row in frag_groups:
             fid[members] = fid[done_row]
             orig[members] = orig[done_row]
@@ -393,13 +478,13 @@ class NetPipeline:
             "inner_vlan": pa.array(vlan2.astype(np.int32), mask=vlan2 < 0),
             "tunnel": pa.array(_TUNNELS[tun], pa.string(), mask=tun == 0),
             "source": pa.array(np.full(idx.size, "pcap")),
-            "first_frame": pa.array(fi[:, fl.FI_FIRST_FRAME]),
-            "last_frame": pa.array(fi[:, fl.FI_LAST_FRAME]),
+            "first_frame": pa.array(fi[:, fl.FI_FIRST_FRAME] & FRAME_MASK),
+            "last_frame": pa.array(fi[:, fl.FI_LAST_FRAME] & FRAME_MASK),
         }
         # uids need the evidence hash, which may still be computing: added when known.
         self.sessions.append((pa.table(cols), fids, parents))
         self.pending_sessions += idx.size
-        if self._sha.done() and self.pending_sessions >= 50_000:
+        if all(f.done() for f in self.shas) and self.pending_sessions >= 50_000:
             self._stage_sessions()
 
     def _stage_sessions(self) -> None:
@@ -420,22 +505,22 @@ class NetPipeline:
         return self.sessions_path
 
     def sessions_table(self) -> pa.Table:
-        """Sessions emitted since the last call, with their uids (waits for the hash)."""
+        """Sessions emitted since the last call, with their uids (waits for the hashes)."""
         spec = TABLES["sessions"]
         if not self.sessions:
             return spec.empty()
         self.sessions_out += self.pending_sessions
         self.pending_sessions = 0
         batches, self.sessions = self.sessions, []
-        sha, eid = self.sha256, self.evidence_id
         parts = []
         for tbl, fids, parents in batches:
-            uids = session_uids(sha, fids)
-            puids = [sorted(session_uids(sha, np.array(p)).tolist()) if p else None for p in parents]
+            ev = fids >> (EV_SHIFT + 1)
+            eids = np.array([f.result()[0][:16] for f in self.shas], object)[ev]
+            puids = [sorted(self.uids(np.array(p)).tolist()) if p else None for p in parents]
             tbl = (
-                tbl.append_column("uid", pa.array(uids))
+                tbl.append_column("uid", pa.array(self.uids(fids)))
                 .append_column("tunnel_parents", pa.array(puids, pa.list_(pa.string())))
-                .append_column("evidence_id", pa.array(np.full(len(fids), eid)))
+                .append_column("evidence_id", pa.array(eids.astype(str)))
             )
             parts.append(spec.conform(tbl))
         return pa.concat_tables(parts).sort_by([("first_frame", "ascending")])
@@ -509,28 +594,14 @@ class NetPipeline:
 
     # ---- end -------------------------------------------------------------------------
 
-    def finish(self) -> None:
-        """Flush every connection still open and close the packet index."""
-        self.frags.flush()
-        self._emit(np.nonzero(self.fi[: self.nflows, fl.FI_ALIVE] == 1)[0])
-        self.nflows = 0
-        self.out.close()
-
-    def publish(self) -> None:
-        """Make the packet index visible (atomic rename into the evidence's partition)."""
-        final_dir = self.case.parquet_dir("packets", self.evidence_id)
-        final_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_path.replace(final_dir / "part-0.parquet")
-        self.sessions_path.unlink(missing_ok=True)
-
     def abort(self) -> None:
-        """Drop the half-written packet index and staged sessions."""
+        """Drop the current file's half-written outputs."""
         with contextlib.suppress(Exception):
             self.out.close()
         if self._staged is not None:
             with contextlib.suppress(Exception):
                 self._staged.close()
-        Path(self.tmp_path).unlink(missing_ok=True)
+        self.tmp_path.unlink(missing_ok=True)
         self.sessions_path.unlink(missing_ok=True)
 
 
@@ -545,6 +616,8 @@ class _ParquetSink:
         self.path = path
         self.schema = schema
         self.owner = owner
+        sha = owner.shas[owner.evidx]
+        self.evidence_id = lambda: sha.result()[0][:16]
         # A few chunks of slack: the hash (1+ GB/s) normally finishes long before these fill.
         self.q: queue.Queue[tuple | None] = queue.Queue(maxsize=6)
         self.error: BaseException | None = None
@@ -562,12 +635,11 @@ class _ParquetSink:
             i_uid = self.schema.get_field_index("uid")
             while (item := self.q.get()) is not None:
                 tbl, keys, inv, missing = item
-                sha, eid = self.owner.sha256, self.owner.evidence_id  # waits for the hash
+                eid = self.evidence_id()  # waits for the hash
                 n = tbl.num_rows
                 ev = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([eid]))
-                uids = pa.DictionaryArray.from_arrays(
-                    pa.array(inv, mask=missing), pa.array(session_uids(sha, np.maximum(keys, 0)))
-                )
+                names = self.owner.uids(np.maximum(keys, 0))
+                uids = pa.DictionaryArray.from_arrays(pa.array(inv, mask=missing), pa.array(names))
                 tbl = tbl.set_column(i_ev, self.schema.field(i_ev), ev)
                 tbl = tbl.set_column(i_uid, self.schema.field(i_uid), uids)
                 writer.write_table(tbl)
