@@ -13,7 +13,6 @@ import contextlib
 import ipaddress
 import queue
 import threading
-import uuid
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +30,6 @@ from forensics.sources._frames import NO_TS, FrameBatch
 from forensics.tables import TABLES
 
 if TYPE_CHECKING:
-    from forensics.case import Case
     from forensics.ingest import IngestContext
 
 __all__ = ["NetPipeline", "format_addr", "session_uid", "session_uids"]
@@ -207,7 +205,7 @@ class NetPipeline:
         return self.sha256[:16]
 
     def uids(self, fids: np.ndarray) -> np.ndarray:
-        """uids for flow keys, each keyed by the stream file its flow started in."""
+        """Uids for flow keys, each keyed by the stream file its flow started in."""
         fids = np.asarray(fids, np.int64)
         ev = fids >> (EV_SHIFT + 1)
         local = fids & FID_MASK
