@@ -200,54 +200,59 @@ class Case:
     def ingest(
         self, *paths: str | Path, fmt: str | None = None, strict: bool = False,
         progress: bool | Callable[[Path, int], None] = False, md5: bool = False,
+        workers: int = 1, executor: str = "auto", scheduler: str | None = None,
     ) -> list[IngestResult]:
         """Register and ingest evidence files or folders.
 
-        Already-ingested evidence (same SHA-256) is skipped. Files no source
-        recognises are reported in their result's ``error`` (or raise with
-        ``strict``).
+        Already-ingested evidence (same SHA-256) is skipped. Capture files in one
+        folder are read as one sensor's rotated captures (a connection spanning
+        files is one session). Files no source recognises are reported in their
+        result's ``error`` (or raise with ``strict``). An interrupted ingest
+        resumes where it stopped when run again.
 
         Args:
             *paths: files or folders (read recursively).
             fmt: force a format instead of sniffing (e.g. ``"pcap"``).
             strict: raise on the first corrupt record instead of warning.
-            progress: True for a progress bar (tqdm) per file, or a callable
+            progress: True for a progress bar (tqdm), or a callable
                 ``(file, bytes_done)`` to report progress elsewhere.
             md5: also record each file's MD5 (SHA-256 is always recorded and keys
                 the evidence; MD5 costs twice as much and is off by default).
+            workers: parse in this many processes (independent folders and files
+                in parallel; one sensor's stream stays in order).
+            executor: ``serial``, ``process``, ``dask`` or ``auto``.
+            scheduler: Dask scheduler address for ``executor="dask"`` (None: a
+                local cluster).
 
         Returns:
             One :class:`~forensics.ingest.IngestResult` per file.
         """
-        from forensics.ingest import ingest_file
-        from forensics.sources import iter_files
+        from forensics.parallel import ingest_parallel
 
         self._need_write()
-        results = []
-        for f in iter_files(list(paths)):
-            bar = None
-            cb: Callable[[int], None] | None = None
-            if callable(progress):
+        bar = None
+        report: Callable[[Path, int], None] | None = progress if callable(progress) else None
+        if progress is True:
+            from tqdm.auto import tqdm
 
-                def cb(done: int, f: Path = f, report: Callable[[Path, int], None] = progress) -> None:
-                    report(f, done)
+            from forensics.sources import iter_files
 
-            elif progress:
-                from tqdm.auto import tqdm
+            total = sum(f.stat().st_size for f in iter_files(list(paths)) if f.exists())
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", leave=False)
+            seen: dict[Path, int] = {}
 
-                bar = tqdm(total=f.stat().st_size, unit="B", unit_scale=True, desc=f.name,
-                           leave=False)
+            def report(f: Path, done: int) -> None:
+                bar.update(done - seen.get(f, 0))
+                seen[f] = done
 
-                def cb(done: int, bar: Any = bar) -> None:
-                    bar.update(done - bar.n)
-
-            try:
-                results.append(ingest_file(self, f, fmt=fmt, strict=strict, progress=cb, md5=md5))
-            finally:
-                if bar is not None:
-                    bar.close()
-        self._refresh_views()
-        return results
+        try:
+            return ingest_parallel(self, list(paths), workers=workers, executor=executor,
+                                   scheduler=scheduler, fmt=fmt, md5=md5, strict=strict,
+                                   progress=report)
+        finally:
+            if bar is not None:
+                bar.close()
+            self._refresh_views()
 
     def _begin_ingest(self, evidence_id: str) -> None:
         """Open the transaction for one file's rows, dropping leftovers of an earlier try."""
@@ -326,6 +331,12 @@ class Case:
         p = self.path / ".staging" / uuid.uuid4().hex
         p.mkdir(parents=True)
         return p
+
+    def ingested_files(self) -> dict[str, str]:
+        """Paths of ingested evidence mapped to their evidence ids."""
+        rows = self.con.execute(
+            "SELECT path, evidence_id FROM evidence WHERE status = 'ingested'").fetchall()
+        return {r[0]: r[1] for r in rows}
 
     def ingested_sha256(self) -> frozenset[str]:
         """SHA-256s of evidence already ingested (so a parse can stop early)."""

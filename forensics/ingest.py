@@ -16,7 +16,6 @@ Ingest has two stages, so that the heavy one can run anywhere:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
@@ -357,32 +356,6 @@ def commit_staged(case: Case, staged: Staged) -> IngestResult:
     finally:
         shutil.rmtree(staged.work, ignore_errors=True)
     return result
-
-
-def ingest_file(
-    case: Case, path: Path, *, fmt: str | None = None, strict: bool = False,
-    progress: Callable[[int], None] | None = None, md5: bool = False,
-) -> IngestResult:
-    """Parse and commit one evidence file (see :meth:`forensics.case.Case.ingest`)."""
-    try:
-        detect_source(path, fmt)
-    except UnsupportedSource as exc:
-        if strict:
-            raise
-        return IngestResult(path=path, error=str(exc))
-    work = case.staging_dir()
-    try:
-        staged = parse_file(path, work, fmt=fmt, strict=strict, known=case.ingested_sha256(),
-                            progress=progress, md5=md5)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        # Record the evidence as seen (failed) when its hash is quick to get.
-        with contextlib.suppress(Exception):
-            if path.stat().st_size < 256 << 20:
-                sha, size = hash_file(path)
-                case._abort_ingest(case._register_digest(path.resolve(), sha, size, None)["evidence_id"])
-        raise
-    return commit_staged(case, staged)
 
 
 def _stamp(tbl: pa.Table, evidence_id: str) -> pa.Table:
