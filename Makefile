@@ -6,12 +6,13 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 BENCH_SIZE ?= 1G
 
-.PHONY: help venv demo test lint typecheck bench lab clean oracles
+.PHONY: help venv demo test lint typecheck bench bench-scale lab clean oracles
 
 help:
 	@echo "make demo   build the demo case and write its report"
 	@echo "make test   run the test suite (installs what it needs)"
 	@echo "make bench  speed and memory, side by side with tshark"
+	@echo "make bench-scale  rotated captures, 1 vs 2 workers vs Dask"
 	@echo "make lint   ruff + mypy"
 
 $(STAMP): pyproject.toml
@@ -48,6 +49,11 @@ typecheck: lint
 
 bench: $(STAMP) oracles
 	$(PY) tests/bench/bench_ingest.py --size $(BENCH_SIZE) --out bench-out
+
+# Rotated captures from several sensors, 1 vs 2 workers vs Dask. SCALE_SIZE per sensor.
+SCALE_SIZE ?= 256M
+bench-scale: $(STAMP)
+	$(PY) tests/bench/bench_scale.py --sensors 4 --files-per-sensor 6 --size-per-sensor $(SCALE_SIZE) --out bench-out
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

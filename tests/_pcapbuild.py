@@ -100,3 +100,22 @@ def pcapng_epb(iface: int, ts_units: int, data: bytes, e: str = "<", wirelen: in
     hi, lo = ts_units >> 32, ts_units & 0xFFFFFFFF
     body = struct.pack(e + "IIIII", iface, hi, lo, len(data), wirelen or len(data)) + data
     return _block(6, body, e)
+
+
+def split_pcap(path: Path, out_dir: Path, cuts: list[int], prefix: str = "trace") -> list[Path]:
+    """Split a classic pcap at the given record indexes, as tcpdump -C/-G would rotate it."""
+    data = path.read_bytes()
+    header, pos, records = data[:24], 24, []
+    e = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    while pos + 16 <= len(data):
+        caplen = struct.unpack(e + "I", data[pos + 8:pos + 12])[0]
+        records.append(data[pos:pos + 16 + caplen])
+        pos += 16 + caplen
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bounds = [0, *cuts, len(records)]
+    files = []
+    for i in range(len(bounds) - 1):
+        f = out_dir / f"{prefix}{i:02d}.pcap"
+        f.write_bytes(header + b"".join(records[bounds[i]:bounds[i + 1]]))
+        files.append(f)
+    return files
