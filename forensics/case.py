@@ -388,10 +388,35 @@ class Case:
                             [evidence_id])
         return self.sql("SELECT * FROM ingest_warnings ORDER BY evidence_id, \"offset\"")
 
+    # ---- the analysts' work ------------------------------------------------------------
+
+    def tag(self, table: str, keys: Any, label: str, *, author: str | None = None,
+            comment: str | None = None) -> int:
+        """Tag rows of a table, e.g. ``case.tag("sessions", uids, "c2")`` (see forensics.findings.tag)."""
+        from forensics import findings
+
+        return findings.tag(self, table, keys, label, author=author, comment=comment)
+
+    def note(self, text: str, *, table: str | None = None, keys: Any = None,
+             finding_id: str | None = None, author: str | None = None) -> str:
+        """Write a note on the case, on rows, or on a finding (see forensics.findings.note)."""
+        from forensics import findings
+
+        return findings.note(self, text, table=table, keys=keys, finding_id=finding_id, author=author)
+
+    def finding(self, title: str, severity: str, rows: Any = None, status: str = "open", *,
+                description: str = "", author: str | None = None) -> str:
+        """Open a finding with the rows behind it (see forensics.findings.finding)."""
+        from forensics import findings
+
+        return findings.finding(self, title, severity, rows=rows, status=status,
+                                description=description, author=author)
+
     def sessions(
         self, *, host: str | None = None, port: int | None = None, proto: str | None = None,
         service: str | None = None, since: str | datetime | None = None,
         until: str | datetime | None = None, uid: str | None = None, limit: int | None = None,
+        tag: str | None = None,
     ) -> pd.DataFrame:
         """Sessions (Zeek conn.log columns), filtered, in time order.
 
@@ -404,6 +429,7 @@ class Case:
             until: first packet before this time.
             uid: one session.
             limit: at most this many rows.
+            tag: only sessions tagged with this label.
         """
         where: list[str] = []
         params: list[Any] = []
@@ -423,6 +449,12 @@ class Case:
         if until is not None:
             where.append("ts < CAST(? AS TIMESTAMPTZ)")
             params.append(until)
+        if tag:
+            from forensics.findings import tag_filter
+
+            cond, p = tag_filter("sessions", tag)
+            where.append(cond)
+            params += p
         q = "SELECT * FROM sessions" + (" WHERE " + " AND ".join(where) if where else "")
         q += " ORDER BY ts, uid" + (f" LIMIT {int(limit)}" if limit else "")
         return self.sql(q, params)

@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--param", action="append", default=[], help="notebook parameter k=v")
     s.set_defaults(func=cmd_report)
+
+    from forensics import findings_cli
+
+    findings_cli.add_parser(sub)
     return p
 
 

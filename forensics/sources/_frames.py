@@ -151,7 +151,7 @@ def read_pcap(path: Path, ctx: IngestContext) -> Iterator[FrameBatch]:
                 prev_sec = int(out[1][n - 1] // 1_000_000_000)
                 yield FrameBatch(ch.buf, ch.base, out[0][:n].copy(), out[1][:n].copy(),
                                  out[2][:n].copy(), out[3][:n].copy(),
-                                 np.full(n, linktype, np.int16), np.zeros(n, np.int16))
+                                 np.full(n, linktype, np.int32), np.zeros(n, np.int32))
             if status == _walk.OUT_FULL:
                 continue
             if status == _walk.BAD_RECORD:
@@ -308,7 +308,7 @@ def _pcapng_batch(
     ctx: IngestContext,
 ) -> FrameBatch:
     off, tsraw, caplen, wirelen, iface, _block = (o[:n].copy() for o in outs)
-    linktype = np.full(n, -1, np.int16)
+    linktype = np.full(n, -1, np.int32)
     ts = np.full(n, NO_TS, np.int64)
     for i, (lt, res, toff) in enumerate(ifaces):
         m = iface == i
@@ -324,4 +324,4 @@ def _pcapng_batch(
         ctx.warn(ch.base + int(off[first]), "unknown_interface",
                  f"packet block names interface {int(iface[first])}, but only {len(ifaces)} "
                  "are described; link type unknown", count=int(unknown.sum()))
-    return FrameBatch(ch.buf, ch.base, off, ts, caplen, wirelen, linktype, iface.astype(np.int16))
+    return FrameBatch(ch.buf, ch.base, off, ts, caplen, wirelen, linktype, iface.astype(np.int32))
