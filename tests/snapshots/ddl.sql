@@ -1,3 +1,18 @@
+CREATE TABLE IF NOT EXISTS control_ratings (
+  "rating_id" VARCHAR,
+  "recorded_at" TIMESTAMPTZ,
+  "author" VARCHAR,
+  "control_id" VARCHAR,
+  "area" VARCHAR,
+  "control" VARCHAR,
+  "documentary" VARCHAR,
+  "instrumental" VARCHAR,
+  "score" DOUBLE,
+  "suggested" VARCHAR,
+  "evidence" VARCHAR,
+  "comment" VARCHAR
+)
+
 CREATE TABLE IF NOT EXISTS evidence (
   "evidence_id" VARCHAR,
   "sha256" VARCHAR,
@@ -10,6 +25,43 @@ CREATE TABLE IF NOT EXISTS evidence (
   "registered_by" VARCHAR,
   "status" VARCHAR,
   "ingested_at" TIMESTAMPTZ
+)
+
+CREATE TABLE IF NOT EXISTS finding_history (
+  "history_id" VARCHAR,
+  "finding_id" VARCHAR,
+  "version" INTEGER,
+  "recorded_at" TIMESTAMPTZ,
+  "author" VARCHAR,
+  "title" VARCHAR,
+  "severity" VARCHAR,
+  "status" VARCHAR,
+  "description" VARCHAR,
+  "comment" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS finding_rows (
+  "ref_id" VARCHAR,
+  "finding_id" VARCHAR,
+  "recorded_at" TIMESTAMPTZ,
+  "author" VARCHAR,
+  "action" VARCHAR,
+  "table_name" VARCHAR,
+  "row_key" JSON,
+  "comment" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS findings (
+  "finding_id" VARCHAR,
+  "title" VARCHAR,
+  "severity" VARCHAR,
+  "status" VARCHAR,
+  "description" VARCHAR,
+  "created_at" TIMESTAMPTZ,
+  "created_by" VARCHAR,
+  "updated_at" TIMESTAMPTZ,
+  "updated_by" VARCHAR,
+  "version" INTEGER
 )
 
 CREATE TABLE IF NOT EXISTS ingest_runs (
@@ -35,6 +87,17 @@ CREATE TABLE IF NOT EXISTS ingest_warnings (
   "count" BIGINT
 )
 
+CREATE TABLE IF NOT EXISTS notes (
+  "note_id" VARCHAR,
+  "recorded_at" TIMESTAMPTZ,
+  "author" VARCHAR,
+  "text" VARCHAR,
+  "table_name" VARCHAR,
+  "row_key" JSON,
+  "finding_id" VARCHAR,
+  "supersedes" VARCHAR
+)
+
 -- parquet: packets
 CREATE TABLE IF NOT EXISTS packets (
   "evidence_id" VARCHAR,
@@ -43,8 +106,8 @@ CREATE TABLE IF NOT EXISTS packets (
   "file_offset" BIGINT,
   "caplen" INTEGER,
   "wirelen" INTEGER,
-  "interface" SMALLINT,
-  "linktype" SMALLINT,
+  "interface" INTEGER,
+  "linktype" INTEGER,
   "tunnel_depth" UTINYINT,
   "tunnel" VARCHAR,
   "vlan" SMALLINT,
@@ -99,4 +162,15 @@ CREATE TABLE IF NOT EXISTS sessions (
   "evidence_id" VARCHAR,
   "first_frame" BIGINT,
   "last_frame" BIGINT
+)
+
+CREATE TABLE IF NOT EXISTS tags (
+  "tag_id" VARCHAR,
+  "recorded_at" TIMESTAMPTZ,
+  "author" VARCHAR,
+  "action" VARCHAR,
+  "table_name" VARCHAR,
+  "row_key" JSON,
+  "label" VARCHAR,
+  "comment" VARCHAR
 )
