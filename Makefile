@@ -18,7 +18,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test,lab]'
+	$(PIP) install -q -e '.[test,lab,logs,scan]'
 	touch $(STAMP)
 
 venv: $(STAMP)

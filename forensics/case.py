@@ -201,6 +201,7 @@ class Case:
         self, *paths: str | Path, fmt: str | None = None, strict: bool = False,
         progress: bool | Callable[[Path, int], None] = False, md5: bool = False,
         workers: int = 1, executor: str = "auto", scheduler: str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> list[IngestResult]:
         """Register and ingest evidence files or folders.
 
@@ -223,6 +224,9 @@ class Case:
             executor: ``serial``, ``process``, ``dask`` or ``auto``.
             scheduler: Dask scheduler address for ``executor="dask"`` (None: a
                 local cluster).
+            options: source options, recorded with the warnings they lead to:
+                ``year`` (for year-less syslog times) and ``tz`` (zone of
+                zone-less times, e.g. ``"Europe/Berlin"``).
 
         Returns:
             One :class:`~forensics.ingest.IngestResult` per file.
@@ -248,7 +252,7 @@ class Case:
         try:
             return ingest_parallel(self, list(paths), workers=workers, executor=executor,
                                    scheduler=scheduler, fmt=fmt, md5=md5, strict=strict,
-                                   progress=report)
+                                   progress=report, options=options)
         finally:
             if bar is not None:
                 bar.close()

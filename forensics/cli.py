@@ -62,7 +62,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             def cb(_f: Path, done: int, base: int = done_before) -> None:
                 bar.update(max(0, base + done - bar.n))
 
-            res = case.ingest(f, fmt=args.format, strict=args.strict, progress=cb, md5=args.md5)
+            res = case.ingest(f, fmt=args.format, strict=args.strict, progress=cb, md5=args.md5,
+                              workers=args.workers, executor=args.executor, scheduler=args.scheduler,
+                              options=_options(args))
             results.extend(res)
             done_before += f.stat().st_size
             bar.update(done_before - bar.n)
@@ -88,6 +90,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if failed:
         print(f"  not ingested: {failed} (not a format Breachbook reads)")
     return 1 if failed and failed == len(results) else 0
+
+
+def _options(args: argparse.Namespace) -> dict[str, object]:
+    return {k: v for k, v in (("year", args.year), ("tz", args.tz)) if v is not None}
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -191,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", help="force a format instead of detecting it (e.g. pcap)")
     s.add_argument("--strict", action="store_true", help="fail on the first corrupt record")
     s.add_argument("--md5", action="store_true", help="also record MD5 (SHA-256 always is)")
+    s.add_argument("--year", type=int, help="year of year-less log times (syslog); inferred if absent")
+    s.add_argument("--tz", help="time zone of zone-less log times, e.g. Europe/Berlin (default UTC)")
+    s.add_argument("--workers", type=int, default=1, help="parse in this many processes")
+    s.add_argument("--executor", choices=["auto", "serial", "process", "dask"], default="auto")
+    s.add_argument("--scheduler", help="Dask scheduler address (with --executor dask)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_ingest)
 

@@ -52,12 +52,15 @@ class IngestContext:
         evidence_id: its id in the case.
         strict: raise instead of warning (tests use this to prove clean reads).
         progress: called with the number of bytes read so far.
+        options: source options from the analyst, e.g. ``{"year": 2025, "tz": "Europe/Berlin"}``
+            for year-less or zone-less log times.
     """
 
     path: Path
     evidence_id: str
     strict: bool = False
     progress: Callable[[int], None] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     linktypes: set[int] = field(default_factory=set)
     _per_code: dict[str, int] = field(default_factory=dict)
@@ -185,7 +188,7 @@ class _TableStager:
         self.work = work
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.paths: dict[str, list[Path]] = {}
-        self.rows = 0
+        self.rows: dict[str, int] = {}
 
     def add(self, name: str, tbl: pa.Table) -> None:
         if name not in TABLES:
@@ -197,7 +200,11 @@ class _TableStager:
             self.writers[name] = pq.ParquetWriter(path, spec.arrow_schema(), compression="lz4")
             self.paths[name] = [path]
         self.writers[name].write_table(tbl)
-        self.rows += tbl.num_rows
+        self.rows[name] = self.rows.get(name, 0) + tbl.num_rows
+
+    def records(self) -> int:
+        """Records read: every log record is an event; otherwise the largest table."""
+        return self.rows.get("events") or max(self.rows.values(), default=0)
 
     def close(self) -> dict[str, list[Path]]:
         for w in self.writers.values():
@@ -226,6 +233,7 @@ def parse_file(
     path: Path, work: Path, *, fmt: str | None = None, strict: bool = False,
     known: frozenset[str] = frozenset(), progress: Callable[[int], None] | None = None,
     md5: bool = False, net: NetPipeline | None = None, final: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> Staged:
     """Parse one evidence file into staged Parquet under ``work`` (no database).
 
@@ -239,6 +247,7 @@ def parse_file(
         md5: also compute the MD5.
         net: the packet pass to continue (a stream of rotated captures); a new one if None.
         final: with ``net``, the stream ends with this file.
+        options: source options (see :class:`IngestContext`).
 
     Returns:
         What was staged.
@@ -257,7 +266,8 @@ def parse_file(
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
     sha_future = pool.submit(hash_file, path)
     md5_future = pool.submit(hash_file, path, "md5") if md5 else None
-    ctx = IngestContext(path=path, evidence_id="", strict=strict, progress=progress)
+    ctx = IngestContext(path=path, evidence_id="", strict=strict, progress=progress,
+                        options=dict(options or {}))
     stager = _TableStager(work)
     started_net = False
 
@@ -293,7 +303,7 @@ def parse_file(
                 stager.paths.setdefault("sessions", []).append(sessions)
             staged.records = net.frames
         staged.tables = stager.close()
-        staged.records = staged.records or stager.rows
+        staged.records = staged.records or stager.records()
         staged.warnings = ctx.warning_table().to_pylist()
         staged.md5 = md5_future.result()[0] if md5_future else None
         staged.seconds = time.perf_counter() - t0

@@ -61,6 +61,7 @@ class Task:
     resume: Path | None = None
     fmt: str | None = None
     current: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def first_timestamp(path: Path, fmt: str) -> int | None:
@@ -146,7 +147,7 @@ def run_task(task: Task, staging_root: Path, known: frozenset[str], md5: bool = 
         task.current = path
         cb = (lambda done, p=path: progress(p, done)) if progress else None
         staged = parse_file(path, work, fmt=task.fmt, strict=strict, known=known, md5=md5,
-                            net=net, final=final, progress=cb)
+                            net=net, final=final, progress=cb, options=task.options)
         if net is not None and not final and not staged.skipped:
             # Files that overlap in time are not one stream: end the connections here.
             if nxt < net.last_ts - OVERLAP_TOLERANCE_NS:
@@ -193,6 +194,7 @@ def ingest_parallel(
     scheduler: str | None = None, fmt: str | None = None, md5: bool = False, strict: bool = False,
     on_result: Callable[[IngestResult], None] | None = None,
     progress: Callable[[Path, int], None] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> list[IngestResult]:
     """Plan, parse (serially, in a process pool, or on Dask) and commit evidence.
 
@@ -207,11 +209,14 @@ def ingest_parallel(
         strict: fail on the first damaged record.
         on_result: called after each committed file.
         progress: called with (file, bytes read) while parsing in this process.
+        options: source options (``year``, ``tz`` for logs without them).
 
     Returns:
         One result per file.
     """
     tasks, results = plan(case, paths, fmt, strict)
+    for t in tasks:
+        t.options = dict(options or {})
     known = case.ingested_sha256()
     if executor == "auto":
         executor = "process" if workers > 1 and len(tasks) > 1 else "serial"

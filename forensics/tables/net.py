@@ -81,6 +81,9 @@ SESSIONS = declare(Table(
         C("evidence_id", "VARCHAR", "evidence the row was derived from"),
         C("first_frame", "BIGINT", "frame number of the first packet (lineage)"),
         C("last_frame", "BIGINT", "frame number of the last packet"),
+        C("record_offset", "BIGINT", "byte offset of the log record (Zeek/Suricata logs)"),
+        C("line", "BIGINT", "line number of the log record (Zeek/Suricata logs)"),
+        C("member", "VARCHAR", "archive member the log record came from"),
     ),
     key=("uid",),
 ))
