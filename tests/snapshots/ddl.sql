@@ -1,3 +1,32 @@
+CREATE TABLE IF NOT EXISTS alerts (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "src_ip" VARCHAR,
+  "src_port" INTEGER,
+  "dest_ip" VARCHAR,
+  "dest_port" INTEGER,
+  "proto" VARCHAR,
+  "app_proto" VARCHAR,
+  "direction" VARCHAR,
+  "action" VARCHAR,
+  "gid" INTEGER,
+  "signature_id" BIGINT,
+  "rev" INTEGER,
+  "signature" VARCHAR,
+  "category" VARCHAR,
+  "severity" INTEGER,
+  "sensor" VARCHAR,
+  "pcap_cnt" BIGINT,
+  "metadata" JSON,
+  "raw" JSON,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
 CREATE TABLE IF NOT EXISTS control_ratings (
   "rating_id" VARCHAR,
   "recorded_at" TIMESTAMPTZ,
@@ -13,6 +42,70 @@ CREATE TABLE IF NOT EXISTS control_ratings (
   "comment" VARCHAR
 )
 
+CREATE TABLE IF NOT EXISTS dns (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "proto" VARCHAR,
+  "trans_id" INTEGER,
+  "rtt" DOUBLE,
+  "query" VARCHAR,
+  "qclass" INTEGER,
+  "qclass_name" VARCHAR,
+  "qtype" INTEGER,
+  "qtype_name" VARCHAR,
+  "rcode" INTEGER,
+  "rcode_name" VARCHAR,
+  "aa" BOOLEAN,
+  "tc" BOOLEAN,
+  "rd" BOOLEAN,
+  "ra" BOOLEAN,
+  "z" INTEGER,
+  "answers" VARCHAR[],
+  "ttls" VARCHAR[],
+  "rejected" BOOLEAN,
+  "opcode" INTEGER,
+  "opcode_name" VARCHAR,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS events (
+  "ts" TIMESTAMPTZ,
+  "host" VARCHAR,
+  "source" VARCHAR,
+  "channel" VARCHAR,
+  "provider" VARCHAR,
+  "event_id" INTEGER,
+  "type" VARCHAR,
+  "severity" VARCHAR,
+  "user" VARCHAR,
+  "domain" VARCHAR,
+  "src_ip" VARCHAR,
+  "src_port" INTEGER,
+  "dst" VARCHAR,
+  "dst_port" INTEGER,
+  "object" VARCHAR,
+  "process" VARCHAR,
+  "pid" BIGINT,
+  "parent_process" VARCHAR,
+  "command_line" VARCHAR,
+  "message" VARCHAR,
+  "raw" JSON,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
 CREATE TABLE IF NOT EXISTS evidence (
   "evidence_id" VARCHAR,
   "sha256" VARCHAR,
@@ -25,6 +118,47 @@ CREATE TABLE IF NOT EXISTS evidence (
   "registered_by" VARCHAR,
   "status" VARCHAR,
   "ingested_at" TIMESTAMPTZ
+)
+
+CREATE TABLE IF NOT EXISTS files (
+  "ts" TIMESTAMPTZ,
+  "fuid" VARCHAR,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "file_source" VARCHAR,
+  "depth" INTEGER,
+  "analyzers" VARCHAR[],
+  "mime_type" VARCHAR,
+  "filename" VARCHAR,
+  "duration" DOUBLE,
+  "local_orig" BOOLEAN,
+  "is_orig" BOOLEAN,
+  "seen_bytes" BIGINT,
+  "total_bytes" BIGINT,
+  "missing_bytes" BIGINT,
+  "overflow_bytes" BIGINT,
+  "timedout" BOOLEAN,
+  "parent_fuid" VARCHAR,
+  "md5" VARCHAR,
+  "sha1" VARCHAR,
+  "sha256" VARCHAR,
+  "extracted" VARCHAR,
+  "extracted_cutoff" BOOLEAN,
+  "extracted_size" BIGINT,
+  "tx_hosts" VARCHAR[],
+  "rx_hosts" VARCHAR[],
+  "magic" VARCHAR,
+  "stored" BOOLEAN,
+  "state" VARCHAR,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
 )
 
 CREATE TABLE IF NOT EXISTS finding_history (
@@ -64,6 +198,47 @@ CREATE TABLE IF NOT EXISTS findings (
   "version" INTEGER
 )
 
+CREATE TABLE IF NOT EXISTS http (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "trans_depth" INTEGER,
+  "method" VARCHAR,
+  "host" VARCHAR,
+  "uri" VARCHAR,
+  "referrer" VARCHAR,
+  "version" VARCHAR,
+  "user_agent" VARCHAR,
+  "origin" VARCHAR,
+  "request_body_len" BIGINT,
+  "response_body_len" BIGINT,
+  "status_code" INTEGER,
+  "status_msg" VARCHAR,
+  "info_code" INTEGER,
+  "info_msg" VARCHAR,
+  "tags" VARCHAR[],
+  "username" VARCHAR,
+  "password" VARCHAR,
+  "proxied" VARCHAR[],
+  "orig_fuids" VARCHAR[],
+  "orig_filenames" VARCHAR[],
+  "orig_mime_types" VARCHAR[],
+  "resp_fuids" VARCHAR[],
+  "resp_filenames" VARCHAR[],
+  "resp_mime_types" VARCHAR[],
+  "content_type" VARCHAR,
+  "time_taken" DOUBLE,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
 CREATE TABLE IF NOT EXISTS ingest_runs (
   "evidence_id" VARCHAR,
   "started_at" TIMESTAMPTZ,
@@ -85,6 +260,37 @@ CREATE TABLE IF NOT EXISTS ingest_warnings (
   "code" VARCHAR,
   "message" VARCHAR,
   "count" BIGINT
+)
+
+CREATE TABLE IF NOT EXISTS logons (
+  "ts" TIMESTAMPTZ,
+  "host" VARCHAR,
+  "source" VARCHAR,
+  "event_id" INTEGER,
+  "action" VARCHAR,
+  "success" BOOLEAN,
+  "logon_type" INTEGER,
+  "user" VARCHAR,
+  "domain" VARCHAR,
+  "user_sid" VARCHAR,
+  "subject_user" VARCHAR,
+  "subject_domain" VARCHAR,
+  "src_host" VARCHAR,
+  "src_ip" VARCHAR,
+  "src_port" INTEGER,
+  "dst_host" VARCHAR,
+  "dst_ip" VARCHAR,
+  "auth_package" VARCHAR,
+  "logon_process" VARCHAR,
+  "process" VARCHAR,
+  "status" VARCHAR,
+  "logon_id" VARCHAR,
+  "service" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
 )
 
 CREATE TABLE IF NOT EXISTS notes (
@@ -161,7 +367,10 @@ CREATE TABLE IF NOT EXISTS sessions (
   "source" VARCHAR,
   "evidence_id" VARCHAR,
   "first_frame" BIGINT,
-  "last_frame" BIGINT
+  "last_frame" BIGINT,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "member" VARCHAR
 )
 
 CREATE TABLE IF NOT EXISTS tags (
@@ -173,4 +382,39 @@ CREATE TABLE IF NOT EXISTS tags (
   "row_key" JSON,
   "label" VARCHAR,
   "comment" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS tls (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "version" VARCHAR,
+  "cipher" VARCHAR,
+  "curve" VARCHAR,
+  "server_name" VARCHAR,
+  "resumed" BOOLEAN,
+  "last_alert" VARCHAR,
+  "next_protocol" VARCHAR,
+  "established" BOOLEAN,
+  "ssl_history" VARCHAR,
+  "cert_chain_fps" VARCHAR[],
+  "client_cert_chain_fps" VARCHAR[],
+  "sni_matches_cert" BOOLEAN,
+  "subject" VARCHAR,
+  "issuer" VARCHAR,
+  "serial" VARCHAR,
+  "not_valid_before" TIMESTAMPTZ,
+  "not_valid_after" TIMESTAMPTZ,
+  "ja3" VARCHAR,
+  "ja3s" VARCHAR,
+  "ja4" VARCHAR,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
 )
