@@ -49,6 +49,8 @@ typecheck: lint
 
 bench: $(STAMP) oracles
 	$(PY) tests/bench/bench_ingest.py --size $(BENCH_SIZE) --out bench-out
+	$(PY) tests/bench/bench_logs.py
+	$(PY) tests/bench/bench_yara.py --out bench-out
 
 # Rotated captures from several sensors, 1 vs 2 workers vs Dask. SCALE_SIZE per sensor.
 SCALE_SIZE ?= 256M

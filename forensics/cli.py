@@ -242,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--param", action="append", default=[], help="notebook parameter k=v")
     s.set_defaults(func=cmd_report)
 
-    from forensics import findings_cli
+    from forensics import findings_cli, scan_cli
 
     findings_cli.add_parser(sub)
+    scan_cli.add_parser(sub)
     return p
 
 
