@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 BENCH_SIZE ?= 1G
 
-.PHONY: help venv demo test lint typecheck bench bench-scale lab clean oracles
+.PHONY: help venv demo test lint typecheck bench bench-scale conformance lab clean oracles
 
 help:
 	@echo "make demo   build the demo case and write its report"
@@ -49,8 +49,13 @@ typecheck: lint
 
 bench: $(STAMP) oracles
 	$(PY) tests/bench/bench_ingest.py --size $(BENCH_SIZE) --out bench-out
+	$(PY) tests/bench/bench_reassembly.py --size $(BENCH_SIZE) --out bench-out
 	$(PY) tests/bench/bench_logs.py
 	$(PY) tests/bench/bench_yara.py --out bench-out
+
+# Share of Zeek's http/dns/ssl/smb/ftp/smtp rows we reproduce, per table.
+conformance: $(STAMP)
+	$(PY) -m forensics.conformance
 
 # Rotated captures from several sensors, 1 vs 2 workers vs Dask. SCALE_SIZE per sensor.
 SCALE_SIZE ?= 256M

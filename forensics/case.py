@@ -201,7 +201,7 @@ class Case:
         self, *paths: str | Path, fmt: str | None = None, strict: bool = False,
         progress: bool | Callable[[Path, int], None] = False, md5: bool = False,
         workers: int = 1, executor: str = "auto", scheduler: str | None = None,
-        options: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None, protocols: bool = True,
     ) -> list[IngestResult]:
         """Register and ingest evidence files or folders.
 
@@ -227,6 +227,9 @@ class Case:
             options: source options, recorded with the warnings they lead to:
                 ``year`` (for year-less syslog times) and ``tz`` (zone of
                 zone-less times, e.g. ``"Europe/Berlin"``).
+            protocols: reassemble TCP streams and parse HTTP, DNS, TLS, SMB, FTP,
+                SMTP, SSH, Kerberos, RDP and DCE/RPC (False: packet index and
+                sessions only, about three times faster).
 
         Returns:
             One :class:`~forensics.ingest.IngestResult` per file.
@@ -252,7 +255,7 @@ class Case:
         try:
             return ingest_parallel(self, list(paths), workers=workers, executor=executor,
                                    scheduler=scheduler, fmt=fmt, md5=md5, strict=strict,
-                                   progress=report, options=options)
+                                   progress=report, options=options, protocols=protocols)
         finally:
             if bar is not None:
                 bar.close()
@@ -391,6 +394,22 @@ class Case:
             return self.sql("SELECT * FROM ingest_warnings WHERE evidence_id = ? ORDER BY \"offset\"",
                             [evidence_id])
         return self.sql("SELECT * FROM ingest_warnings ORDER BY evidence_id, \"offset\"")
+
+    def session(self, uid: str) -> Any:
+        """One session reassembled: its row, both directions' bytes and the turns in order.
+
+        Returns a :class:`forensics.reassembly.conversation.Conversation`; read a
+        turn's or a whole direction's bytes with ``.read(turn)`` / ``.read("orig")``.
+        """
+        from forensics.reassembly.conversation import conversation
+
+        return conversation(self, uid)
+
+    def export_pcap(self, uids: str | Iterable[str], path: str | Path) -> dict[str, object]:
+        """Write the frames of chosen sessions to a pcap (read back by tshark as the same packets)."""
+        from forensics.reassembly.export import export_pcap
+
+        return export_pcap(self, uids, path)
 
     # ---- the analysts' work ------------------------------------------------------------
 

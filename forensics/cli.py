@@ -64,7 +64,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
             res = case.ingest(f, fmt=args.format, strict=args.strict, progress=cb, md5=args.md5,
                               workers=args.workers, executor=args.executor, scheduler=args.scheduler,
-                              options=_options(args))
+                              options=_options(args), protocols=not args.packets_only)
             results.extend(res)
             done_before += f.stat().st_size
             bar.update(done_before - bar.n)
@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--year", type=int, help="year of year-less log times (syslog); inferred if absent")
     s.add_argument("--tz", help="time zone of zone-less log times, e.g. Europe/Berlin (default UTC)")
     s.add_argument("--workers", type=int, default=1, help="parse in this many processes")
+    s.add_argument("--packets-only", action="store_true",
+                   help="packet index and sessions only: no reassembly or protocol parsing")
     s.add_argument("--executor", choices=["auto", "serial", "process", "dask"], default="auto")
     s.add_argument("--scheduler", help="Dask scheduler address (with --executor dask)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -233,7 +233,7 @@ def parse_file(
     path: Path, work: Path, *, fmt: str | None = None, strict: bool = False,
     known: frozenset[str] = frozenset(), progress: Callable[[int], None] | None = None,
     md5: bool = False, net: NetPipeline | None = None, final: bool = True,
-    options: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None, protocols: bool = True,
 ) -> Staged:
     """Parse one evidence file into staged Parquet under ``work`` (no database).
 
@@ -248,6 +248,9 @@ def parse_file(
         net: the packet pass to continue (a stream of rotated captures); a new one if None.
         final: with ``net``, the stream ends with this file.
         options: source options (see :class:`IngestContext`).
+        protocols: reassemble TCP streams and parse application protocols (HTTP,
+            DNS, TLS, SMB, ...) after the packet pass; False for the packet index
+            and sessions only.
 
     Returns:
         What was staged.
@@ -300,6 +303,8 @@ def parse_file(
         if started_net and net is not None:
             staged.packets, sessions = net.end_file(final=final)
             if sessions is not None:
+                if protocols:
+                    _second_pass(ctx, path, staged.packets, sessions, stager)
                 stager.paths.setdefault("sessions", []).append(sessions)
             staged.records = net.frames
         staged.tables = stager.close()
@@ -321,6 +326,18 @@ def parse_file(
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _second_pass(ctx: IngestContext, path: Path, packets: Path, sessions: Path,
+                 stager: _TableStager) -> None:
+    """Reassembly and protocol parsing over the staged packet index (no database)."""
+    from forensics.apps import reconstruct
+
+    app = reconstruct(None, ctx.evidence_id, ctx, packets=packets,
+                      sessions=pq.read_table(sessions), evidence_path=path)
+    pq.write_table(app.pop("sessions"), sessions, compression="lz4")  # service filled in
+    for name, tbl in app.items():
+        stager.add(name, tbl)
 
 
 def commit_staged(case: Case, staged: Staged) -> IngestResult:

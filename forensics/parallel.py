@@ -62,6 +62,7 @@ class Task:
     fmt: str | None = None
     current: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    protocols: bool = True
 
 
 def first_timestamp(path: Path, fmt: str) -> int | None:
@@ -147,7 +148,8 @@ def run_task(task: Task, staging_root: Path, known: frozenset[str], md5: bool = 
         task.current = path
         cb = (lambda done, p=path: progress(p, done)) if progress else None
         staged = parse_file(path, work, fmt=task.fmt, strict=strict, known=known, md5=md5,
-                            net=net, final=final, progress=cb, options=task.options)
+                            net=net, final=final, progress=cb, options=task.options,
+                            protocols=task.protocols)
         if net is not None and not final and not staged.skipped:
             # Files that overlap in time are not one stream: end the connections here.
             if nxt < net.last_ts - OVERLAP_TOLERANCE_NS:
@@ -194,7 +196,7 @@ def ingest_parallel(
     scheduler: str | None = None, fmt: str | None = None, md5: bool = False, strict: bool = False,
     on_result: Callable[[IngestResult], None] | None = None,
     progress: Callable[[Path, int], None] | None = None,
-    options: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None, protocols: bool = True,
 ) -> list[IngestResult]:
     """Plan, parse (serially, in a process pool, or on Dask) and commit evidence.
 
@@ -210,6 +212,7 @@ def ingest_parallel(
         on_result: called after each committed file.
         progress: called with (file, bytes read) while parsing in this process.
         options: source options (``year``, ``tz`` for logs without them).
+        protocols: reassemble and parse application protocols (default True).
 
     Returns:
         One result per file.
@@ -217,6 +220,7 @@ def ingest_parallel(
     tasks, results = plan(case, paths, fmt, strict)
     for t in tasks:
         t.options = dict(options or {})
+        t.protocols = protocols
     known = case.ingested_sha256()
     if executor == "auto":
         executor = "process" if workers > 1 and len(tasks) > 1 else "serial"

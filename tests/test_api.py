@@ -16,6 +16,8 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "ddl.sql"
 
 def _modules():
     for m in pkgutil.walk_packages(forensics.__path__, "forensics."):
+        if m.name.endswith(".__main__"):
+            continue  # running it is its job; importing it would run it
         if m.name.startswith("forensics.scenario") and not _importable(m.name):
             continue
         yield importlib.import_module(m.name)
