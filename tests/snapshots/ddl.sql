@@ -27,6 +27,31 @@ CREATE TABLE IF NOT EXISTS alerts (
   "member" VARCHAR
 )
 
+CREATE TABLE IF NOT EXISTS carved_files (
+  "fuid" VARCHAR,
+  "sha256" VARCHAR,
+  "path" VARCHAR,
+  "size" BIGINT,
+  "mime_type" VARCHAR,
+  "filetype" VARCHAR,
+  "entropy" DOUBLE,
+  "claimed_name" VARCHAR,
+  "claimed_name_raw" BLOB,
+  "protocol" VARCHAR,
+  "uid" VARCHAR,
+  "direction" VARCHAR,
+  "ts" TIMESTAMPTZ,
+  "expected_size" BIGINT,
+  "missing_bytes" BIGINT,
+  "missing_ranges" JSON,
+  "complete" BOOLEAN,
+  "truncated" BOOLEAN,
+  "source_table" VARCHAR,
+  "source_key" JSON,
+  "stored_at" TIMESTAMPTZ,
+  "evidence_id" VARCHAR
+)
+
 CREATE TABLE IF NOT EXISTS control_ratings (
   "rating_id" VARCHAR,
   "recorded_at" TIMESTAMPTZ,
@@ -40,6 +65,27 @@ CREATE TABLE IF NOT EXISTS control_ratings (
   "suggested" VARCHAR,
   "evidence" VARCHAR,
   "comment" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS dce_rpc (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "rtt" DOUBLE,
+  "named_pipe" VARCHAR,
+  "endpoint" VARCHAR,
+  "operation" VARCHAR,
+  "interface_uuid" VARCHAR,
+  "opnum" INTEGER,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
 )
 
 CREATE TABLE IF NOT EXISTS dns (
@@ -198,6 +244,35 @@ CREATE TABLE IF NOT EXISTS findings (
   "version" INTEGER
 )
 
+CREATE TABLE IF NOT EXISTS ftp (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "user" VARCHAR,
+  "password" VARCHAR,
+  "command" VARCHAR,
+  "arg" VARCHAR,
+  "mime_type" VARCHAR,
+  "file_size" BIGINT,
+  "reply_code" INTEGER,
+  "reply_msg" VARCHAR,
+  "data_channel_passive" BOOLEAN,
+  "data_channel_orig_h" VARCHAR,
+  "data_channel_resp_h" VARCHAR,
+  "data_channel_resp_p" INTEGER,
+  "fuid" VARCHAR,
+  "data_uid" VARCHAR,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
 CREATE TABLE IF NOT EXISTS http (
   "ts" TIMESTAMPTZ,
   "uid" VARCHAR,
@@ -239,6 +314,35 @@ CREATE TABLE IF NOT EXISTS http (
   "member" VARCHAR
 )
 
+CREATE TABLE IF NOT EXISTS http_bodies (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "trans_depth" INTEGER,
+  "is_orig" BOOLEAN,
+  "content_type" VARCHAR,
+  "content_encoding" VARCHAR,
+  "transfer_encoding" VARCHAR,
+  "content_length" BIGINT,
+  "filename" VARCHAR,
+  "stream_start" BIGINT,
+  "stream_end" BIGINT,
+  "wire_len" BIGINT,
+  "body_len" BIGINT,
+  "missing_bytes" BIGINT,
+  "decoded" BOOLEAN,
+  "truncated" BOOLEAN,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
 CREATE TABLE IF NOT EXISTS ingest_runs (
   "evidence_id" VARCHAR,
   "started_at" TIMESTAMPTZ,
@@ -260,6 +364,75 @@ CREATE TABLE IF NOT EXISTS ingest_warnings (
   "code" VARCHAR,
   "message" VARCHAR,
   "count" BIGINT
+)
+
+CREATE TABLE IF NOT EXISTS ioc_feeds (
+  "feed" VARCHAR,
+  "version" VARCHAR,
+  "format" VARCHAR,
+  "path" VARCHAR,
+  "sha256" VARCHAR,
+  "imported_at" TIMESTAMPTZ,
+  "indicators" BIGINT,
+  "skipped" BIGINT,
+  "skipped_reasons" JSON,
+  "description" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS ioc_hits (
+  "indicator_id" VARCHAR,
+  "feed" VARCHAR,
+  "type" VARCHAR,
+  "value" VARCHAR,
+  "table_name" VARCHAR,
+  "row_key" JSON,
+  "column" VARCHAR,
+  "matched" VARCHAR,
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "matched_at" TIMESTAMPTZ
+)
+
+CREATE TABLE IF NOT EXISTS ioc_indicators (
+  "indicator_id" VARCHAR,
+  "feed" VARCHAR,
+  "type" VARCHAR,
+  "value" VARCHAR,
+  "raw" VARCHAR,
+  "valid_from" TIMESTAMPTZ,
+  "valid_until" TIMESTAMPTZ,
+  "labels" VARCHAR[],
+  "description" VARCHAR,
+  "ref" VARCHAR,
+  "to_ids" BOOLEAN
+)
+
+CREATE TABLE IF NOT EXISTS kerberos (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "request_type" VARCHAR,
+  "client" VARCHAR,
+  "service" VARCHAR,
+  "success" BOOLEAN,
+  "error_code" INTEGER,
+  "error_msg" VARCHAR,
+  "from" TIMESTAMPTZ,
+  "till" TIMESTAMPTZ,
+  "cipher" VARCHAR,
+  "forwardable" BOOLEAN,
+  "renewable" BOOLEAN,
+  "req_etypes" VARCHAR[],
+  "realm" VARCHAR,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
 )
 
 CREATE TABLE IF NOT EXISTS logons (
@@ -304,6 +477,29 @@ CREATE TABLE IF NOT EXISTS notes (
   "supersedes" VARCHAR
 )
 
+CREATE TABLE IF NOT EXISTS ntlm (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "username" VARCHAR,
+  "hostname" VARCHAR,
+  "domainname" VARCHAR,
+  "server_nb_computer_name" VARCHAR,
+  "server_dns_computer_name" VARCHAR,
+  "server_tree_name" VARCHAR,
+  "success" BOOLEAN,
+  "status" VARCHAR,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
 -- parquet: packets
 CREATE TABLE IF NOT EXISTS packets (
   "evidence_id" VARCHAR,
@@ -339,6 +535,58 @@ CREATE TABLE IF NOT EXISTS packets (
   "is_orig" BOOLEAN
 )
 
+CREATE TABLE IF NOT EXISTS pe_info (
+  "sha256" VARCHAR,
+  "status" VARCHAR,
+  "error" VARCHAR,
+  "machine" VARCHAR,
+  "is_64bit" BOOLEAN,
+  "is_dll" BOOLEAN,
+  "is_driver" BOOLEAN,
+  "subsystem" VARCHAR,
+  "compile_time" TIMESTAMPTZ,
+  "compile_time_raw" BIGINT,
+  "imphash" VARCHAR,
+  "entry_point" BIGINT,
+  "entry_section" VARCHAR,
+  "n_sections" INTEGER,
+  "sections" JSON,
+  "dlls" VARCHAR[],
+  "n_imports" INTEGER,
+  "n_exports" INTEGER,
+  "signed" BOOLEAN,
+  "signature_size" BIGINT,
+  "overlay_size" BIGINT,
+  "pdb_path" VARCHAR,
+  "warnings" VARCHAR[],
+  "analysed_at" TIMESTAMPTZ
+)
+
+CREATE TABLE IF NOT EXISTS rdp (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "cookie" VARCHAR,
+  "result" VARCHAR,
+  "security_protocol" VARCHAR,
+  "requested_protocols" VARCHAR[],
+  "client_build" VARCHAR,
+  "client_name" VARCHAR,
+  "keyboard_layout" VARCHAR,
+  "desktop_width" INTEGER,
+  "desktop_height" INTEGER,
+  "encryption_method" VARCHAR,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
 CREATE TABLE IF NOT EXISTS sessions (
   "uid" VARCHAR,
   "ts" TIMESTAMPTZ,
@@ -371,6 +619,146 @@ CREATE TABLE IF NOT EXISTS sessions (
   "record_offset" BIGINT,
   "line" BIGINT,
   "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS smb_files (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "fuid" VARCHAR,
+  "action" VARCHAR,
+  "path" VARCHAR,
+  "name" VARCHAR,
+  "size" BIGINT,
+  "prev_name" VARCHAR,
+  "times_modified" TIMESTAMPTZ,
+  "times_accessed" TIMESTAMPTZ,
+  "times_created" TIMESTAMPTZ,
+  "times_changed" TIMESTAMPTZ,
+  "smb_version" VARCHAR,
+  "data_offset" BIGINT,
+  "data_len" BIGINT,
+  "ops" BIGINT,
+  "named_pipe" BOOLEAN,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS smb_mapping (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "path" VARCHAR,
+  "service" VARCHAR,
+  "native_file_system" VARCHAR,
+  "share_type" VARCHAR,
+  "status" VARCHAR,
+  "smb_version" VARCHAR,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS smtp (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "trans_depth" INTEGER,
+  "helo" VARCHAR,
+  "mailfrom" VARCHAR,
+  "rcptto" VARCHAR[],
+  "date" VARCHAR,
+  "from" VARCHAR,
+  "to" VARCHAR[],
+  "cc" VARCHAR[],
+  "reply_to" VARCHAR,
+  "msg_id" VARCHAR,
+  "in_reply_to" VARCHAR,
+  "subject" VARCHAR,
+  "x_originating_ip" VARCHAR,
+  "first_received" VARCHAR,
+  "second_received" VARCHAR,
+  "last_reply" VARCHAR,
+  "path" VARCHAR[],
+  "user_agent" VARCHAR,
+  "tls" BOOLEAN,
+  "fuids" VARCHAR[],
+  "filenames" VARCHAR[],
+  "mime_types" VARCHAR[],
+  "body_len" BIGINT,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS ssh (
+  "ts" TIMESTAMPTZ,
+  "uid" VARCHAR,
+  "orig_h" VARCHAR,
+  "orig_p" INTEGER,
+  "resp_h" VARCHAR,
+  "resp_p" INTEGER,
+  "version" INTEGER,
+  "auth_success" BOOLEAN,
+  "auth_attempts" INTEGER,
+  "direction" VARCHAR,
+  "client" VARCHAR,
+  "server" VARCHAR,
+  "cipher_alg" VARCHAR,
+  "mac_alg" VARCHAR,
+  "compression_alg" VARCHAR,
+  "kex_alg" VARCHAR,
+  "host_key_alg" VARCHAR,
+  "host_key" VARCHAR,
+  "hassh" VARCHAR,
+  "hassh_server" VARCHAR,
+  "hassh_algorithms" VARCHAR,
+  "hassh_server_algorithms" VARCHAR,
+  "source" VARCHAR,
+  "evidence_id" VARCHAR,
+  "record_offset" BIGINT,
+  "line" BIGINT,
+  "record_id" BIGINT,
+  "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS stream_conflicts (
+  "uid" VARCHAR,
+  "is_orig" BOOLEAN,
+  "stream_start" BIGINT,
+  "stream_end" BIGINT,
+  "differing" BIGINT,
+  "first_frame" BIGINT,
+  "later_frame" BIGINT,
+  "evidence_id" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS stream_gaps (
+  "uid" VARCHAR,
+  "is_orig" BOOLEAN,
+  "stream_start" BIGINT,
+  "stream_end" BIGINT,
+  "length" BIGINT,
+  "evidence_id" VARCHAR
 )
 
 CREATE TABLE IF NOT EXISTS tags (
@@ -417,4 +805,29 @@ CREATE TABLE IF NOT EXISTS tls (
   "line" BIGINT,
   "record_id" BIGINT,
   "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS yara_hits (
+  "sha256" VARCHAR,
+  "rule" VARCHAR,
+  "namespace" VARCHAR,
+  "tags" VARCHAR[],
+  "meta" JSON,
+  "strings" JSON,
+  "rule_file" VARCHAR,
+  "filename" VARCHAR,
+  "run_id" VARCHAR,
+  "scanned_at" TIMESTAMPTZ
+)
+
+CREATE TABLE IF NOT EXISTS yara_runs (
+  "run_id" VARCHAR,
+  "started_at" TIMESTAMPTZ,
+  "kind" VARCHAR,
+  "status" VARCHAR,
+  "rule_file" VARCHAR,
+  "rule_sha256" VARCHAR,
+  "namespace" VARCHAR,
+  "sha256" VARCHAR,
+  "message" VARCHAR
 )
