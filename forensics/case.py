@@ -22,7 +22,7 @@ import os
 import shutil
 import socket
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -410,6 +410,44 @@ class Case:
         from forensics.reassembly.export import export_pcap
 
         return export_pcap(self, uids, path)
+
+    # ---- lateral movement, scope and risk ----------------------------------------------
+
+    def lateral_graph(self, *, rebuild: bool = False, internal: Iterable[str] | None = None,
+                      clock_offsets: Mapping[str, float] | None = None) -> Any:
+        """The lateral-movement graph (networkx MultiDiGraph) of hosts and accounts.
+
+        Built from logons and admin-protocol sessions on first use and kept in the
+        ``lateral_edges`` table; see :func:`forensics.lateral.lateral_graph`.
+        """
+        from forensics.lateral import lateral_graph
+
+        return lateral_graph(self, rebuild=rebuild, internal=internal, clock_offsets=clock_offsets)
+
+    def scope(self, start: str | Iterable[str], since: str | datetime | None = None, *,
+              clock_offsets: Mapping[str, float] | None = None, tolerance: float = 2.0,
+              slack: float = 1.0, internal: Iterable[str] | None = None, rebuild: bool = False,
+              contact: bool = True, persist: bool = True) -> Any:
+        """Every host and account reachable from patient zero through time-respecting movement.
+
+        See :func:`forensics.scope.scope`; raises a clear error listing near matches
+        when the start host is not in the case.
+        """
+        from forensics.scope import scope
+
+        return scope(self, start, since, clock_offsets=clock_offsets, tolerance=tolerance,
+                     slack=slack, internal=internal, rebuild=rebuild, contact=contact, persist=persist)
+
+    def risk_register(self, scope_result: Any = None, *, run_id: str | None = None,
+                      inventory: str | Path | None = None, persist: bool = True) -> pd.DataFrame:
+        """The risk register: probability from the evidence, damage from the inventory.
+
+        See :func:`forensics.risk.risk_register` for the matrices (levels 1-5, L/M/H,
+        acceptability, treatment).
+        """
+        from forensics.risk import risk_register
+
+        return risk_register(self, scope_result, run_id=run_id, inventory=inventory, persist=persist)
 
     # ---- the analysts' work ------------------------------------------------------------
 

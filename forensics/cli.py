@@ -244,10 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--param", action="append", default=[], help="notebook parameter k=v")
     s.set_defaults(func=cmd_report)
 
-    from forensics import findings_cli, scan_cli
+    from forensics import findings_cli, lateral_cli, scan_cli
 
     findings_cli.add_parser(sub)
     scan_cli.add_parser(sub)
+    lateral_cli.add_parser(sub)
     return p
 
 

@@ -5,6 +5,8 @@ The hierarchy::
     BreachbookError                 base of everything below
     ├── CaseError                   the case directory or its database is unusable
     │   └── EvidenceChangedError    an evidence file no longer matches its registered SHA-256
+    ├── ScopeError                  a scope start the case does not know (lists near matches)
+    ├── InventoryError              an asset inventory that cannot be used at all
     ├── SourceError                 problems reading one evidence file
     │   ├── UnsupportedSource       tier 1: the file is not in any (or the forced) format
     │   ├── CorruptRecord           tier 2: a record had to be skipped (raised only with strict=True)
@@ -20,13 +22,17 @@ exceptions, which is what the tests use to prove a clean file is read cleanly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "BreachbookError",
     "CaseError",
     "CorruptRecord",
     "DamagedField",
     "EvidenceChangedError",
+    "InventoryError",
     "QueryError",
+    "ScopeError",
     "SourceError",
     "UnsupportedSource",
 ]
@@ -76,3 +82,15 @@ class DamagedField(SourceError):
 
 class QueryError(BreachbookError):
     """A SQL query against the case failed; the message is DuckDB's."""
+
+
+class ScopeError(BreachbookError, ValueError):
+    """A scope start (host or account) that the case does not know; ``near`` lists close matches."""
+
+    def __init__(self, message: str, near: Sequence[str] = ()):
+        super().__init__(message)
+        self.near = list(near)
+
+
+class InventoryError(BreachbookError, ValueError):
+    """The inventory file cannot be used at all (missing, or no host or address column)."""
