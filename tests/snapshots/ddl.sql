@@ -27,6 +27,21 @@ CREATE TABLE IF NOT EXISTS alerts (
   "member" VARCHAR
 )
 
+CREATE TABLE IF NOT EXISTS assets (
+  "line" INTEGER,
+  "host" VARCHAR,
+  "address" VARCHAR,
+  "host_id" VARCHAR,
+  "owner" VARCHAR,
+  "business_process" VARCHAR,
+  "damage_level" INTEGER,
+  "value" DOUBLE,
+  "currency" VARCHAR,
+  "role" VARCHAR,
+  "warning" VARCHAR,
+  "source" VARCHAR
+)
+
 CREATE TABLE IF NOT EXISTS carved_files (
   "fuid" VARCHAR,
   "sha256" VARCHAR,
@@ -86,6 +101,22 @@ CREATE TABLE IF NOT EXISTS dce_rpc (
   "line" BIGINT,
   "record_id" BIGINT,
   "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS detections (
+  "detection_id" VARCHAR,
+  "kind" VARCHAR,
+  "src" VARCHAR,
+  "src_addr" VARCHAR,
+  "dst" VARCHAR,
+  "dst_name" VARCHAR,
+  "dst_port" INTEGER,
+  "score" DOUBLE,
+  "first" TIMESTAMPTZ,
+  "last" TIMESTAMPTZ,
+  "count" BIGINT,
+  "detail" VARCHAR,
+  "rows" JSON
 )
 
 CREATE TABLE IF NOT EXISTS dns (
@@ -164,6 +195,24 @@ CREATE TABLE IF NOT EXISTS evidence (
   "registered_by" VARCHAR,
   "status" VARCHAR,
   "ingested_at" TIMESTAMPTZ
+)
+
+CREATE TABLE IF NOT EXISTS exfil (
+  "kind" VARCHAR,
+  "src" VARCHAR,
+  "src_addr" VARCHAR,
+  "dst" VARCHAR,
+  "dst_name" VARCHAR,
+  "hour" TIMESTAMPTZ,
+  "channel" VARCHAR,
+  "encryption" VARCHAR,
+  "bytes" BIGINT,
+  "sessions" BIGINT,
+  "first" TIMESTAMPTZ,
+  "last" TIMESTAMPTZ,
+  "score" DOUBLE,
+  "detail" VARCHAR,
+  "rows" JSON
 )
 
 CREATE TABLE IF NOT EXISTS files (
@@ -271,6 +320,27 @@ CREATE TABLE IF NOT EXISTS ftp (
   "line" BIGINT,
   "record_id" BIGINT,
   "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS host_names (
+  "host_id" VARCHAR,
+  "value" VARCHAR,
+  "kind" VARCHAR,
+  "first_seen" TIMESTAMPTZ,
+  "last_seen" TIMESTAMPTZ,
+  "source" VARCHAR,
+  "observations" BIGINT
+)
+
+CREATE TABLE IF NOT EXISTS hosts (
+  "host_id" VARCHAR,
+  "names" VARCHAR[],
+  "addresses" VARCHAR[],
+  "first_seen" TIMESTAMPTZ,
+  "last_seen" TIMESTAMPTZ,
+  "internal" BOOLEAN,
+  "in_inventory" BOOLEAN,
+  "sources" VARCHAR[]
 )
 
 CREATE TABLE IF NOT EXISTS http (
@@ -435,6 +505,29 @@ CREATE TABLE IF NOT EXISTS kerberos (
   "member" VARCHAR
 )
 
+CREATE TABLE IF NOT EXISTS lateral_edges (
+  "edge_id" VARCHAR,
+  "ts" TIMESTAMPTZ,
+  "ts_end" TIMESTAMPTZ,
+  "src" VARCHAR,
+  "dst" VARCHAR,
+  "src_addr" VARCHAR,
+  "dst_addr" VARCHAR,
+  "account" VARCHAR,
+  "domain" VARCHAR,
+  "technique" VARCHAR,
+  "family" VARCHAR,
+  "protocol" VARCHAR,
+  "dst_port" INTEGER,
+  "success" BOOLEAN,
+  "explicit" BOOLEAN,
+  "level" VARCHAR,
+  "proof" VARCHAR,
+  "n_rows" BIGINT,
+  "summary" VARCHAR,
+  "rows" JSON
+)
+
 CREATE TABLE IF NOT EXISTS logons (
   "ts" TIMESTAMPTZ,
   "host" VARCHAR,
@@ -585,6 +678,46 @@ CREATE TABLE IF NOT EXISTS rdp (
   "line" BIGINT,
   "record_id" BIGINT,
   "member" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS risk_register (
+  "host" VARCHAR,
+  "address" VARCHAR,
+  "host_id" VARCHAR,
+  "business_process" VARCHAR,
+  "owner" VARCHAR,
+  "probability_level" INTEGER,
+  "probability_label" VARCHAR,
+  "probability" DOUBLE,
+  "probability_rule" VARCHAR,
+  "damage_level" INTEGER,
+  "damage_label" VARCHAR,
+  "risk" INTEGER,
+  "risk_level" VARCHAR,
+  "acceptability" VARCHAR,
+  "value" DOUBLE,
+  "quantitative_risk" DOUBLE,
+  "treatment" VARCHAR,
+  "treatment_options" VARCHAR,
+  "reason" VARCHAR,
+  "scope_run" VARCHAR
+)
+
+CREATE TABLE IF NOT EXISTS scope (
+  "run_id" VARCHAR,
+  "node" VARCHAR,
+  "kind" VARCHAR,
+  "level" VARCHAR,
+  "confidence" VARCHAR,
+  "reached_at" TIMESTAMPTZ,
+  "first_contact" TIMESTAMPTZ,
+  "via_edge" VARCHAR,
+  "via_technique" VARCHAR,
+  "chain" VARCHAR[],
+  "depth" INTEGER,
+  "reason" VARCHAR,
+  "start" VARCHAR,
+  "computed_at" TIMESTAMPTZ
 )
 
 CREATE TABLE IF NOT EXISTS sessions (
