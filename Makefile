@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the oracle tests compare against (tshark). Installed only when
-# running as root (as CI does); otherwise those tests skip and say what to install.
+# Debian packages the oracle and browser tests use (tshark, chromium). Installed only
+# when running as root (as CI does); otherwise those tests skip and say what to install.
 oracles:
 	@if ! command -v tshark >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
@@ -32,6 +32,12 @@ oracles:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark >/dev/null) \
 	      || echo "could not install tshark; oracle tests will skip"; \
 	  else echo "tshark not installed (apt-get install tshark); oracle tests will skip"; fi; \
+	fi
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "could not install chromium; the browser test will skip"; \
+	  else echo "chromium not installed (apt-get install chromium chromium-driver); the browser test will skip"; fi; \
 	fi
 
 demo: $(STAMP)

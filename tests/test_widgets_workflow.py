@@ -84,7 +84,7 @@ def test_finding_action_tags_and_adds_to_findings(case):
     a = FindingAction(case, "sessions", author="ana")
     assert a.tag_button.disabled  # nothing selected
     a.select(case.sql("SELECT * FROM sessions"))  # a DataFrame of selected rows works too
-    assert len(a.keys) == 2 and not a.tag_button.disabled
+    assert len(a.selected_keys) == 2 and not a.tag_button.disabled
     a.label.value = "c2"
     a.tag_button.click()
     assert a.value == {"action": "tag", "table": "sessions", "rows": 2, "label": "c2"}

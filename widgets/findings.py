@@ -7,7 +7,7 @@ Embed it, then tell it what is selected::
     VBox([table_widget, action])
 
 It tags the selected rows, or adds them to an existing finding or a new one,
-through :mod:`forensics.findings`. State: ``.keys`` (the selection),
+through :mod:`forensics.findings`. State: ``.selected_keys`` (the selection),
 ``.value`` (the last action done), and the child widgets, which tests set
 directly (``action.label.value = "c2"; action.tag_button.click()``).
 """
@@ -37,7 +37,8 @@ class FindingAction(W.VBox):
     Attributes:
         case: the case (read-only cases show the action disabled).
         table: the table the selected rows belong to.
-        keys: the selected rows' keys (set with :meth:`select`).
+        selected_keys: the selected rows' keys (set with :meth:`select`). Not ``keys``:
+            that name is ipywidgets' own list of synced state.
         value: the last action: ``{"action": "tag" | "untag" | "add_to_finding", "table",
             "rows", "label" | "finding_id"}``; empty until something is done.
         label: the tag to apply (a Combobox offering the labels in use).
@@ -48,7 +49,7 @@ class FindingAction(W.VBox):
     """
 
     value = traitlets.Dict()
-    keys: traitlets.List[Any] = traitlets.List()
+    selected_keys: traitlets.List[Any] = traitlets.List()
 
     def __init__(self, case: Case, table: str, keys: Any = None, *, author: str | None = None):
         self.case = case
@@ -78,7 +79,7 @@ class FindingAction(W.VBox):
 
     def select(self, keys: Any) -> None:
         """Set the selected rows (one key, a list of keys, or a DataFrame of rows)."""
-        self.keys = findings.split_keys(keys) if keys is not None and not _empty(keys) else []
+        self.selected_keys = findings.split_keys(keys) if keys is not None and not _empty(keys) else []
         self._enable()
 
     def refresh(self) -> None:
@@ -99,20 +100,20 @@ class FindingAction(W.VBox):
             return self._fail("type a tag first")
         try:
             if remove:
-                n = findings.untag(self.case, self.table, self.keys, label, author=self.author)
+                n = findings.untag(self.case, self.table, self.selected_keys, label, author=self.author)
             else:
-                n = findings.tag(self.case, self.table, self.keys, label, author=self.author)
+                n = findings.tag(self.case, self.table, self.selected_keys, label, author=self.author)
         except (BreachbookError, ValueError) as exc:
             return self._fail(str(exc))
         verb = "untagged" if remove else "tagged"
         self.value = {"action": "untag" if remove else "tag", "table": self.table, "rows": n, "label": label}
-        self._ok(f"{verb} {n} of {len(self.keys)} selected row(s) “{label}”")
+        self._ok(f"{verb} {n} of {len(self.selected_keys)} selected row(s) “{label}”")
         self.refresh()
         return n
 
     def add_to_finding(self) -> str | None:
         """Add the selected rows to the chosen finding (opening it if new); returns its id."""
-        rows = [(self.table, k) for k in self.keys]
+        rows = [(self.table, k) for k in self.selected_keys]
         try:
             if self.finding.value == NEW_FINDING:
                 title = (self.title.value or "").strip()
@@ -137,13 +138,13 @@ class FindingAction(W.VBox):
     # ---- internals ----------------------------------------------------------------------
 
     def _enable(self) -> None:
-        off = self.case.read_only or not self.keys
+        off = self.case.read_only or not self.selected_keys
         for b in (self.tag_button, self.untag_button, self.add_button):
             b.disabled = off
         if self.case.read_only:
             self.status.value = "<small>The case is open read-only: reopen it for writing to tag.</small>"
         else:
-            n, table = len(self.keys), html.escape(self.table)
+            n, table = len(self.selected_keys), html.escape(self.table)
             self.status.value = f"<small>{n} row(s) of {table} selected</small>"
 
     def _show_new(self) -> None:
