@@ -27,8 +27,8 @@ import pandas as pd
 import traitlets
 
 from forensics import report_sections as rs
-from widgets.findings import FindingAction
 from widgets._html import esc, fmt_ts, kv_table, table
+from widgets.findings import FindingAction
 
 if TYPE_CHECKING:
     from forensics.case import Case

@@ -32,8 +32,8 @@ import traitlets
 
 from forensics import report_sections as rs
 from widgets import _replay_views as V
-from widgets.findings import FindingAction
 from widgets._html import esc, fmt_bytes, fmt_ts, hex_html
+from widgets.findings import FindingAction
 
 if TYPE_CHECKING:
     from forensics.case import Case
