@@ -413,6 +413,21 @@ class Case:
 
     # ---- lateral movement, scope and risk ----------------------------------------------
 
+    def hosts(self, *, rebuild: bool = False) -> pd.DataFrame:
+        """Host identity: every name and address each host was seen under, and when.
+
+        Tied together from log hosts, logons (workstation name + address), Sysmon
+        connections, DNS answers, NTLM/SMB/RDP names and the asset inventory (see
+        :mod:`forensics.hostmap`); built with the lateral-movement edges.
+        """
+        empty = self.con.execute("SELECT count(*) FROM host_names").fetchone()[0] == 0  # type: ignore[index]
+        if rebuild or empty:
+            self._need_write()
+            from forensics.lateral import build_lateral
+
+            build_lateral(self)
+        return self.sql("SELECT * FROM host_names ORDER BY host_id, first_seen")
+
     def lateral_graph(self, *, rebuild: bool = False, internal: Iterable[str] | None = None,
                       clock_offsets: Mapping[str, float] | None = None) -> Any:
         """The lateral-movement graph (networkx MultiDiGraph) of hosts and accounts.

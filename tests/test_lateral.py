@@ -428,3 +428,20 @@ def test_evtx_attack_sample(tmp_path, name):
         assert EVTX_SOURCES[name] in set(hit["src"]), hit[["src", "dst"]]
     for rows in hit["rows"]:
         assert all(re.fullmatch(r"events|logons", r["table"]) for r in json.loads(rows))
+
+
+def test_case_hosts_ties_names_to_addresses(tmp_path):
+    """The host-identity view: the scenario's hosts with the addresses the key gives them."""
+    import json
+
+    from forensics import scenario
+
+    out = tmp_path / "sc"
+    key = scenario.generate(out, seed=2, profile="small")
+    with forensics.open_case(tmp_path / "c") as case:
+        case.ingest(out / "evidence")
+        hosts = case.hosts()
+    pz = key["patient_zero"]
+    bound = hosts[(hosts.host_id == pz["host"]) & (hosts.kind == "address")]["value"].tolist()
+    assert pz["ip"] in bound, json.dumps(hosts.head(20).astype(str).to_dict("records"))
+    assert set(hosts.kind) <= {"name", "alias", "address"}
