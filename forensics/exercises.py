@@ -181,7 +181,8 @@ def solve(case: Case) -> dict[str, Any]:
     answers: dict[str, Any] = {}
     yarascan.scan(case)
     hit = case.sql("""
-        SELECT f.sha256, min(f.ts) AS ts, any_value(s.resp_h) AS host_ip
+        SELECT f.sha256, min(f.ts) AS ts,
+               any_value(CASE WHEN f.is_orig THEN s.resp_h ELSE s.orig_h END) AS host_ip
         FROM yara_hits y JOIN files f USING (sha256) LEFT JOIN sessions s ON s.uid = f.uid
         GROUP BY f.sha256 ORDER BY ts LIMIT 1""")
     if len(hit):

@@ -16,6 +16,12 @@ Bounds: the content is streamed (memory is one chunk plus an 8 KiB head),
 capped at ``max_size`` bytes (``truncated``), and nothing is ever allocated or
 pre-sized from a size the protocol claims.
 
+Without a case (the parse stage of ingest, where no database is open), the
+same work is split in two pure steps: :func:`write_blob` (or a
+:class:`BlobStore` for many files) writes the bytes to ``<case>/carved``, and
+:func:`file_rows` / :func:`rows_to_tables` build the rows, to be staged and
+loaded with the rest of the evidence (:mod:`forensics.carve` does this).
+
 Example::
 
     rec = store(case, body, claimed_name="invoice.exe", protocol="http", uid=uid,
@@ -28,9 +34,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
-import os
-import tempfile
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,23 +41,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 
-from forensics._magic import HEAD_SIZE, sniff
-from forensics.errors import CaseError
+from forensics._blobstore import DEFAULT_MAX_SIZE, Blob, BlobStore, blob_path, write_blob
 from forensics.tables import TABLES
 
 if TYPE_CHECKING:
     from forensics.case import Case
 
-__all__ = ["DEFAULT_MAX_SIZE", "FileRecord", "batch", "content_path", "display_name", "store"]
+__all__ = ["DEFAULT_MAX_SIZE", "Blob", "BlobStore", "FileRecord", "batch", "blob_path", "content_path",
+           "display_name", "file_rows", "rows_to_tables", "store", "write_blob"]
 
-DEFAULT_MAX_SIZE = 4 << 30  # bytes kept per file; more is cut and flagged ``truncated``
 _MAX_NAME = 4096  # bytes of a claimed name kept
 _MAX_RANGES = 10_000  # missing ranges kept in the JSON column (the byte count stays exact)
 _INT64_MAX = (1 << 63) - 1
-_HIST_BLOCK = 1 << 20
 _ZEEK_SOURCE = {"ftp": "FTP_DATA", "smb2": "SMB", "smb3": "SMB", "smb1": "SMB"}
 _ORIG_DIRECTIONS = {"upload": True, "out": True, "lateral": True, "download": False, "in": False}
 
@@ -115,9 +115,9 @@ def content_path(case: Case, sha256: str) -> Path:
         ValueError: ``sha256`` is not 64 hex digits (so it can never act as a path).
     """
     sha = sha256.lower()
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):  # before touching the case
         raise ValueError(f"not a SHA-256: {sha256!r}")
-    return case.path / "carved" / sha[:2] / sha[2:4] / sha
+    return blob_path(case.path / "carved", sha)
 
 
 def display_name(name: str | bytes | None) -> tuple[str | None, bytes | None]:
@@ -162,73 +162,6 @@ def _merge(ranges: Iterable[Sequence[int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _chunks(data: bytes | bytearray | memoryview | Iterable[bytes]) -> Iterable[bytes | memoryview]:
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return (memoryview(data),)
-    return data
-
-
-def _write_content(case: Case, data: Any, max_size: int) -> dict[str, Any]:
-    """Stream ``data`` into a temporary file under ``carved/.tmp``, hashing as it goes."""
-    tmpdir = case.path / "carved" / ".tmp"
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=tmpdir, prefix="part-")
-    hashes = [hashlib.sha256(), hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False)]
-    counts = np.zeros(256, dtype=np.int64)
-    head = bytearray()
-    size = 0
-    truncated = False
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in _chunks(data):
-                view = memoryview(chunk).cast("B")
-                if size + len(view) > max_size:
-                    view = view[:max_size - size]
-                    truncated = True
-                if len(view):
-                    for h in hashes:
-                        h.update(view)
-                    arr = np.frombuffer(view, dtype=np.uint8)
-                    for i in range(0, len(arr), _HIST_BLOCK):  # cache-sized blocks: ~10x faster
-                        counts += np.bincount(arr[i:i + _HIST_BLOCK], minlength=256)
-                    if len(head) < HEAD_SIZE:
-                        head += view[:HEAD_SIZE - len(head)]
-                    fh.write(view)
-                    size += len(view)
-                if truncated:
-                    break
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp_name).unlink()
-        raise
-    entropy = 0.0
-    if size:
-        p = counts[counts > 0] / size
-        entropy = float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: no negative zero
-    return {"tmp": Path(tmp_name), "sha256": hashes[0].hexdigest(), "md5": hashes[1].hexdigest(),
-            "sha1": hashes[2].hexdigest(), "size": size, "truncated": truncated,
-            "entropy": round(entropy, 6) if math.isfinite(entropy) else None, "head": bytes(head)}
-
-
-def _publish(case: Case, tmp: Path, sha256: str, size: int) -> tuple[Path, bool]:
-    """Move the temporary file to its content address (or drop it: already stored)."""
-    final = content_path(case, sha256)
-    root = (case.path / "carved").resolve()
-    # The path is made of hex digits only; this guards against a store whose folders
-    # were replaced by symlinks, checked before anything is created and after.
-    for _ in range(2):
-        if not final.parent.resolve().is_relative_to(root):
-            tmp.unlink()
-            raise CaseError(f"the file store {root} has been tampered with: {final.parent} leaves it")
-        final.parent.mkdir(parents=True, exist_ok=True)
-    if final.is_file() and not final.is_symlink() and final.stat().st_size == size:
-        tmp.unlink()
-        return final, False
-    tmp.chmod(0o444)  # carved content is evidence: read-only, never executable
-    tmp.replace(final)
-    return final, True
-
-
 def _fuid(parts: Sequence[Any]) -> str:
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
     return "F" + digest[:17]
@@ -248,6 +181,143 @@ def _conn(case: Case, uid: str | None) -> dict[str, Any]:
     if not rows:
         return {}
     return dict(zip(("orig_h", "orig_p", "resp_h", "resp_p"), rows[0], strict=True))
+
+
+def file_rows(
+    blob: Blob,
+    *,
+    claimed_name: str | bytes | None = None,
+    protocol: str | None = None,
+    uid: str | None = None,
+    conn: Mapping[str, Any] | None = None,
+    direction: str | None = None,
+    ts: datetime | None = None,
+    expected_size: int | None = None,
+    missing_ranges: Iterable[Sequence[int]] = (),
+    unplaced_missing: int = 0,
+    source_row: tuple[str, Mapping[str, Any]] | None = None,
+    fuid: str | None = None,
+    parent_fuid: str | None = None,
+    is_orig: bool | None = None,
+    depth: int | None = None,
+    duration: float | None = None,
+    mime_type: str | None = None,
+    evidence_id: str | None = None,
+    record_offset: int | None = None,
+    record_id: int | None = None,
+) -> tuple[FileRecord, dict[str, Any], dict[str, Any]]:
+    """The ``files`` and ``carved_files`` rows of one transfer of stored content (pure).
+
+    Args:
+        blob: what :func:`write_blob` wrote.
+        claimed_name: name the protocol gave (data only, never a path).
+        protocol: ``http``, ``smb``, ``ftp``, ``smtp``, ...
+        uid: session uid.
+        conn: the session's ``orig_h``, ``orig_p``, ``resp_h``, ``resp_p``.
+        direction: ``download``, ``upload``, ``lateral``, ...
+        ts: time of the first byte (timezone-aware UTC).
+        expected_size: size the protocol announced, or None.
+        missing_ranges: ``(start, end)`` file offsets never seen.
+        unplaced_missing: bytes known to be missing whose place in the file is
+            unknown (a compressed body with a hole on the wire); counted in
+            ``missing_bytes`` and making the file incomplete.
+        source_row: ``(table, key columns)`` of the row the carver worked from.
+        fuid: file id (derived from the transfer when None, as in :func:`store`).
+        parent_fuid: the container file (a multipart body, a mail message).
+        is_orig: sent by the session's originator (derived from ``direction`` when None).
+        depth: depth in the protocol (HTTP transaction, MIME part).
+        duration: seconds from the first to the last byte.
+        mime_type: MIME type to record instead of the sniffed one (``message/rfc822``).
+        evidence_id: evidence the bytes came from.
+        record_offset: evidence offset of the frame with the first byte.
+        record_id: that frame's number.
+
+    Returns:
+        The :class:`FileRecord`, the ``files`` row and the ``carved_files`` row.
+
+    Raises:
+        ValueError: ``ts`` is naive.
+    """
+    if ts is not None and ts.tzinfo is None:
+        raise ValueError("ts must be timezone-aware (UTC)")
+    size = blob.size
+    expected = _clamp_size(expected_size)
+    gaps = [tuple(r) for r in missing_ranges]
+    if expected is not None and expected > size:
+        gaps.append((size, expected))
+    merged = _merge(gaps)
+    unplaced = max(0, int(unplaced_missing))
+    missing = min(sum(b - a for a, b in merged) + unplaced, _INT64_MAX)
+    inside = sum(max(0, min(b, size) - a) for a, b in merged if a < size)
+    seen = size - inside
+    truncated = blob.truncated
+    complete: bool | None
+    if truncated or missing:
+        complete = False
+    elif expected is None:
+        complete = None
+    else:
+        complete = True
+    state = ("TRUNCATED" if truncated else "INCOMPLETE" if missing else
+             "OVERSIZE" if expected is not None and size > expected else
+             "COMPLETE" if complete else "UNKNOWN_SIZE")
+    ft = blob.filetype
+    mime = mime_type or ft.mime
+    name_text, name_raw = display_name(claimed_name)
+    proto = protocol.lower() if protocol else None
+    direc = direction.lower() if direction else None
+    if is_orig is None and direc in _ORIG_DIRECTIONS:
+        is_orig = _ORIG_DIRECTIONS[direc]
+    source_key = _canonical_key(source_row[1]) if source_row else None
+    if fuid is None:
+        ident = [proto, uid, direc, source_row[0] if source_row else None, source_key,
+                 name_raw.hex() if name_raw is not None else None,
+                 ts.isoformat() if ts else None, evidence_id, record_offset, record_id, depth]
+        if source_row is None and record_offset is None and depth is None:
+            # Nothing places the transfer within its session: two files of the same
+            # name in one session would share an id, so the content is part of it.
+            ident.append(blob.sha256)
+        fuid = _fuid(ident)
+    lineage = {"evidence_id": evidence_id, "record_offset": record_offset, "record_id": record_id}
+    files_row = {
+        "ts": ts, "fuid": fuid, "uid": uid, **(dict(conn) if conn else {}),
+        "file_source": _ZEEK_SOURCE.get(proto or "", (proto or "").upper() or None), "depth": depth,
+        "analyzers": ["MD5", "SHA1", "SHA256", "EXTRACT"], "mime_type": mime, "filename": name_text,
+        "duration": duration, "is_orig": is_orig, "seen_bytes": seen, "total_bytes": expected,
+        "missing_bytes": missing, "timedout": False, "parent_fuid": parent_fuid, "md5": blob.md5,
+        "sha1": blob.sha1, "sha256": blob.sha256, "extracted": blob.relpath,
+        "extracted_cutoff": truncated, "extracted_size": size, "magic": ft.description, "stored": True,
+        "state": state, "source": "carve", **lineage,
+    }
+    carved_row = {
+        "fuid": fuid, "sha256": blob.sha256, "path": blob.relpath, "size": size, "mime_type": mime,
+        "filetype": ft.filetype, "entropy": blob.entropy, "claimed_name": name_text,
+        "claimed_name_raw": name_raw, "protocol": proto, "uid": uid, "direction": direc, "ts": ts,
+        "expected_size": expected, "missing_bytes": missing,
+        "missing_ranges": json.dumps([list(r) for r in merged[:_MAX_RANGES]]), "complete": complete,
+        "truncated": truncated, "source_table": source_row[0] if source_row else None,
+        "source_key": source_key, "stored_at": datetime.now(UTC), "evidence_id": evidence_id,
+    }
+    rec = FileRecord(
+        fuid=fuid, sha256=blob.sha256, md5=blob.md5, sha1=blob.sha1, size=size, path=blob.path,
+        relpath=blob.relpath, mime_type=mime, filetype=ft.filetype, description=ft.description,
+        entropy=blob.entropy or 0.0, claimed_name=name_text, expected_size=expected, missing_bytes=missing,
+        missing_ranges=tuple(merged), complete=complete, truncated=truncated, new_content=blob.new_content)
+    return rec, files_row, carved_row
+
+
+def rows_to_tables(rows: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> dict[str, pa.Table]:
+    """``files`` and ``carved_files`` tables from :func:`file_rows` output (pure).
+
+    Args:
+        rows: ``(files_row, carved_row)`` pairs.
+
+    Returns:
+        Both tables, conforming to their declarations (empty when there are no rows).
+    """
+    pairs = list(rows)
+    return {table: pa.Table.from_pylist([dict(r[i]) for r in pairs], schema=TABLES[table].arrow_schema())
+            for i, table in enumerate(("files", "carved_files"))}
 
 
 def store(
@@ -314,75 +384,18 @@ def store(
     case._need_write()
     if ts is not None and ts.tzinfo is None:
         raise ValueError("ts must be timezone-aware (UTC)")
-    w = _write_content(case, data, max(0, int(max_size)))
-    final, new = _publish(case, w["tmp"], w["sha256"], w["size"])
-    size = w["size"]
-    expected = _clamp_size(expected_size)
-    gaps = [tuple(r) for r in missing_ranges]
-    if expected is not None and expected > size:
-        gaps.append((size, expected))
-    merged = _merge(gaps)
-    missing = sum(b - a for a, b in merged)
-    inside = sum(max(0, min(b, size) - a) for a, b in merged if a < size)
-    seen = size - inside
-    truncated = w["truncated"]
-    complete: bool | None
-    if truncated or missing:
-        complete = False
-    elif expected is None:
-        complete = None
-    else:
-        complete = True
-    state = ("TRUNCATED" if truncated else "INCOMPLETE" if missing else
-             "OVERSIZE" if expected is not None and size > expected else
-             "COMPLETE" if complete else "UNKNOWN_SIZE")
-    ft = sniff(w["head"])
-    name_text, name_raw = display_name(claimed_name)
-    proto = protocol.lower() if protocol else None
-    direc = direction.lower() if direction else None
-    if is_orig is None and direc in _ORIG_DIRECTIONS:
-        is_orig = _ORIG_DIRECTIONS[direc]
-    source_key = _canonical_key(source_row[1]) if source_row else None
-    if fuid is None:
-        ident = [proto, uid, direc, source_row[0] if source_row else None, source_key,
-                 name_raw.hex() if name_raw is not None else None,
-                 ts.isoformat() if ts else None, evidence_id, record_offset, record_id, depth]
-        if source_row is None and record_offset is None and depth is None:
-            # Nothing places the transfer within its session: two files of the same
-            # name in one session would share an id, so the content is part of it.
-            ident.append(w["sha256"])
-        fuid = _fuid(ident)
-    relpath = final.relative_to(case.path).as_posix()
-    now = datetime.now(UTC)
-    lineage = {"evidence_id": evidence_id, "record_offset": record_offset, "record_id": record_id}
-    files_row = {
-        "ts": ts, "fuid": fuid, "uid": uid, **_conn(case, uid),
-        "file_source": _ZEEK_SOURCE.get(proto or "", (proto or "").upper() or None), "depth": depth,
-        "analyzers": ["MD5", "SHA1", "SHA256", "EXTRACT"], "mime_type": ft.mime, "filename": name_text,
-        "is_orig": is_orig, "seen_bytes": seen, "total_bytes": expected, "missing_bytes": missing,
-        "timedout": False, "md5": w["md5"], "sha1": w["sha1"], "sha256": w["sha256"],
-        "extracted": relpath, "extracted_cutoff": truncated, "extracted_size": size,
-        "magic": ft.description, "stored": True, "state": state, "source": "carve", **lineage,
-    }
-    carved_row = {
-        "fuid": fuid, "sha256": w["sha256"], "path": relpath, "size": size, "mime_type": ft.mime,
-        "filetype": ft.filetype, "entropy": w["entropy"], "claimed_name": name_text,
-        "claimed_name_raw": name_raw, "protocol": proto, "uid": uid, "direction": direc, "ts": ts,
-        "expected_size": expected, "missing_bytes": missing,
-        "missing_ranges": json.dumps([list(r) for r in merged[:_MAX_RANGES]]), "complete": complete,
-        "truncated": truncated, "source_table": source_row[0] if source_row else None,
-        "source_key": source_key, "stored_at": now, "evidence_id": evidence_id,
-    }
+    blob = write_blob(case.path / "carved", data, max_size=max_size)
+    rec, files_row, carved_row = file_rows(
+        blob, claimed_name=claimed_name, protocol=protocol, uid=uid, conn=_conn(case, uid),
+        direction=direction, ts=ts, expected_size=expected_size, missing_ranges=missing_ranges,
+        source_row=source_row, fuid=fuid, is_orig=is_orig, depth=depth, evidence_id=evidence_id,
+        record_offset=record_offset, record_id=record_id)
     pending = _BATCHES.get(case)
     if pending is not None:
-        pending[fuid] = (files_row, carved_row)
+        pending[rec.fuid] = (files_row, carved_row)
     else:
-        _write_rows(case, {fuid: (files_row, carved_row)})
-    return FileRecord(
-        fuid=fuid, sha256=w["sha256"], md5=w["md5"], sha1=w["sha1"], size=size, path=final,
-        relpath=relpath, mime_type=ft.mime, filetype=ft.filetype, description=ft.description,
-        entropy=w["entropy"], claimed_name=name_text, expected_size=expected, missing_bytes=missing,
-        missing_ranges=tuple(merged), complete=complete, truncated=truncated, new_content=new)
+        _write_rows(case, {rec.fuid: (files_row, carved_row)})
+    return rec
 
 
 _Rows = dict[str, tuple[dict[str, Any], dict[str, Any]]]
