@@ -18,20 +18,6 @@ def _t(sec):
     return T0 + timedelta(seconds=sec)
 
 
-def _reconstruct(case, results):
-    """Run the protocol reconstruction pass on the captures unless ingest already did it."""
-    try:
-        from forensics.apps import reconstruct_case
-    except ImportError:
-        return
-    if any(case.sql(f"SELECT count(*) AS n FROM {t}")["n"][0] for t in ("dns", "http", "tls", "dce_rpc")):
-        return
-    for r in results:
-        if r.format in ("pcap", "pcapng") and not r.error:
-            reconstruct_case(case, r.evidence_id)
-    case._refresh_views()
-
-
 def _ins(case, table, rows):
     keys = list(dict.fromkeys(k for r in rows for k in r))
     case._insert(table, pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows]))
@@ -50,7 +36,7 @@ def scen(tmp_path_factory):
     out = tmp_path_factory.mktemp("exfil_scenario")
     key = scenario.generate(out, seed=1, profile="small")
     case = forensics.open_case(out / "case")
-    _reconstruct(case, case.ingest(out / "evidence"))
+    case.ingest(out / "evidence")  # ingest reassembles and parses protocols
     yield key, case
     case.close()
 

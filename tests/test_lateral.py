@@ -44,20 +44,6 @@ def _t(sec):
     return T0 + timedelta(seconds=sec)
 
 
-def _reconstruct(case, results):
-    """Run the protocol reconstruction pass on the captures unless ingest already did it."""
-    try:
-        from forensics.apps import reconstruct_case
-    except ImportError:
-        return
-    if any(case.sql(f"SELECT count(*) AS n FROM {t}")["n"][0] for t in ("dns", "http", "tls", "dce_rpc")):
-        return
-    for r in results:
-        if r.format in ("pcap", "pcapng") and not r.error:
-            reconstruct_case(case, r.evidence_id)
-    case._refresh_views()
-
-
 # ---- host identity -----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("raw", "canon"), [
@@ -275,7 +261,7 @@ def sd_cases(tmp_path_factory):
                 with zipfile.ZipFile(root / "windows" / "lateral_movement" / kind / f"{run}.zip") as z:
                     z.extractall(out / "evidence")
             case = forensics.open_case(out / "case")
-            _reconstruct(case, case.ingest(out / "evidence"))
+            case.ingest(out / "evidence")  # ingest reassembles and parses protocols
             cache[run] = (case, lateral.build_lateral(case))
         return cache[run]
 

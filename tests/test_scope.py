@@ -33,20 +33,6 @@ def _t(sec):
     return T0 + timedelta(seconds=sec)
 
 
-def _reconstruct(case, results):
-    """Run the protocol reconstruction pass on the captures unless ingest already did it."""
-    try:
-        from forensics.apps import reconstruct_case
-    except ImportError:
-        return
-    if any(case.sql(f"SELECT count(*) AS n FROM {t}")["n"][0] for t in ("dns", "http", "tls", "dce_rpc")):
-        return
-    for r in results:
-        if r.format in ("pcap", "pcapng") and not r.error:
-            reconstruct_case(case, r.evidence_id)
-    case._refresh_views()
-
-
 # ---- rules, on hand-made edges ------------------------------------------------------------
 
 def _edge(i, t, src, dst, technique, level, account, success=True, explicit=False):
@@ -112,7 +98,7 @@ def test_unknown_start_lists_near_matches(edge_case):
 
 def _ingest(out: Path, case_dir: Path):
     case = forensics.open_case(case_dir)
-    _reconstruct(case, case.ingest(out / "evidence"))
+    case.ingest(out / "evidence")  # ingest reassembles and parses protocols
     risk.load_inventory(case, out / "inventory.csv")
     lateral.build_lateral(case)
     return case
