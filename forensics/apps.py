@@ -10,17 +10,32 @@ ingest context like any other. Work is per evidence file and pure (file in,
 Arrow tables out), so it runs inside the engine's per-file transaction, right
 after the packet pass.
 
+Speed: sessions are reassembled a batch at a time in compiled code, and only the
+sessions a parser may want (a byte a detector can look at) become Python
+objects; DNS over UDP is decoded in bulk (:func:`forensics.protocols.dns.bulk_udp`,
+the same rows as the parser); and the pass over a big capture is shared out over
+forked processes by runs of batches (:data:`SPLIT_MIN_ROWS`), their results put
+back together in the order a single pass gives.
+
 :func:`reconstruct_case` re-runs it on evidence already in a case (for cases
 ingested before this pass existed, and for tests).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import multiprocessing as mp
+import os
+import pickle
+import sys
+import threading
 import time
+import warnings
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,17 +45,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from forensics import protocols
+from forensics.protocols import dns
 from forensics.protocols._base import Emitter, Session
 from forensics.reassembly._evidence import Evidence
-from forensics.reassembly._index import COLUMNS, from_arrow, iter_finished
-from forensics.reassembly.stream import SessionData, build_sessions
+from forensics.reassembly._index import COLUMNS, frames_ascend, from_arrow, iter_finished_sel, read_plan
+from forensics.reassembly.stream import SessionBatch, SessionData, build_sessions
 from forensics.tables import TABLES
 
 if TYPE_CHECKING:
     from forensics.case import Case
     from forensics.ingest import IngestContext
 
-__all__ = ["APP_TABLES", "Linker", "reconstruct", "reconstruct_case"]
+__all__ = ["APP_TABLES", "Linker", "load_kernels", "reconstruct", "reconstruct_case"]
 
 log = logging.getLogger(__name__)
 
@@ -78,26 +94,42 @@ class Linker:
     ):
         self._services = services
         self._reader = reader
-        self._uid = sessions.column("uid").to_pylist()
-        self._by_triple: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-        ts = _ns(sessions.column("ts"))
-        for i, (oh, rh, rp, t) in enumerate(
-            zip(
-                sessions.column("orig_h").to_pylist(),
-                sessions.column("resp_h").to_pylist(),
-                sessions.column("resp_p").to_pylist(),
-                ts.tolist(),
-                strict=True,
-            )
-        ):
-            self._by_triple[(oh, rh, rp)].append((t, i))
-        for v in self._by_triple.values():
-            v.sort()
+        self._sessions = sessions
+        self._uid: list[str] | None = None
+        self._by: dict[tuple, list[tuple[int, int]]] | None = None  # built on the first lookup
         self.callbacks: list[Callable[[Linker], None]] = []
+        # Where the pass was when each callback was asked for, and the services callbacks
+        # added (so that passes over shares of the sessions can be put together in order).
+        self.key: tuple = ()
+        self.keys: list[tuple] = []
+        self.cb_key: tuple = ()
+        self.events: list[tuple[tuple, int, str]] = []
+
+    @property
+    def _by_triple(self) -> dict[tuple, list[tuple[int, int]]]:
+        if self._by is None:
+            sessions = self._sessions
+            by: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+            ts = _ns(sessions.column("ts"))
+            for i, (oh, rh, rp, t) in enumerate(
+                zip(
+                    sessions.column("orig_h").to_pylist(),
+                    sessions.column("resp_h").to_pylist(),
+                    sessions.column("resp_p").to_pylist(),
+                    ts.tolist(),
+                    strict=True,
+                )
+            ):
+                by[(oh, rh, rp)].append((t, i))
+            for v in by.values():
+                v.sort()
+            self._by = by
+        return self._by
 
     def later(self, fn: Callable[[Linker], None]) -> None:
         """Run ``fn(linker)`` after all sessions are parsed."""
         self.callbacks.append(fn)
+        self.keys.append(self.key)
 
     def find(self, orig_h: str, resp_h: str, resp_p: int, after_ns: int) -> int | None:
         """The first session (index) to (resp_h, resp_p) from orig_h starting at or after ``after_ns``."""
@@ -109,6 +141,8 @@ class Linker:
 
     def uid(self, sid: int) -> str:
         """The uid of a session index."""
+        if self._uid is None:
+            self._uid = self._sessions.column("uid").to_pylist()
         return str(self._uid[sid])
 
     def first_bytes(self, sid: int, n: int = 1024) -> tuple[bytes, int]:
@@ -122,6 +156,7 @@ class Linker:
 
     def add_service(self, sid: int, service: str) -> None:
         """Record a service for a session found by :meth:`find`."""
+        self.events.append((self.cb_key, sid, service))
         if service not in self._services[sid]:
             self._services[sid].append(service)
 
@@ -130,11 +165,18 @@ def _ns(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.cast(col, pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy(zero_copy_only=False) * 1000
 
 
+_TS_NULL = np.iinfo(np.int64).min
+
+
 def _to_table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     spec = TABLES[name]
     extra = set().union(*(r.keys() for r in rows)) - set(spec.names)
     if extra:
         raise KeyError(f"{name}: rows carry undeclared columns {sorted(extra)}")
+    try:
+        return _to_table_fast(spec, rows)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass  # a value Arrow will not take as it is (a float time, ...): column by column below
     arrays = []
     for c in spec.columns:
         vals = [r.get(c.name) for r in rows]
@@ -148,21 +190,51 @@ def _to_table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     return spec.conform(pa.Table.from_arrays(arrays, names=spec.names))
 
 
-def _stream_rows(out: dict[str, list[dict]], uid: str, eid: str, sd: SessionData, em: Emitter) -> int:
-    missed = 0
+def _to_table_fast(spec: Any, rows: list[dict[str, Any]]) -> pa.Table:
+    """:func:`_to_table` with the rows converted in one go (as a struct array), times as integers."""
+    fields = []
+    for c in spec.columns:
+        typ = c.arrow_type.value_type if pa.types.is_dictionary(c.arrow_type) else c.arrow_type
+        fields.append(pa.field(c.name, pa.int64() if c.type == "TIMESTAMPTZ" else typ))
+    st = pa.array(rows, pa.struct(fields))
+    arrays = []
+    for c in spec.columns:
+        a = st.field(c.name)
+        if c.type == "TIMESTAMPTZ":  # to the nearest microsecond, as Zeek prints times
+            typ = c.arrow_type.value_type if pa.types.is_dictionary(c.arrow_type) else c.arrow_type
+            v = a.fill_null(_TS_NULL).to_numpy(zero_copy_only=False)
+            if v.size and v.max() > np.iinfo(np.int64).max - 500:
+                raise ValueError("time past what int64 rounds")
+            a = pa.array((v + 500) // 1000, pa.int64(), mask=v == _TS_NULL).cast(typ)
+        arrays.append(a)
+    return spec.conform(pa.Table.from_arrays(arrays, names=spec.names))
+
+
+def _array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _gap_table(
+    sid: np.ndarray, orig: np.ndarray, start: np.ndarray, end: np.ndarray, uid: pa.Array, eid: str
+) -> pa.Table:
+    """``stream_gaps`` rows (sessions ascending, orig before resp, gaps in stream order)."""
+    n = sid.size
+    return TABLES["stream_gaps"].conform(
+        pa.table(
+            {
+                "uid": uid.take(pa.array(sid, pa.int64())),
+                "is_orig": pa.array(orig != 0, pa.bool_()),
+                "stream_start": pa.array(start, pa.int64()),
+                "stream_end": pa.array(end, pa.int64()),
+                "length": pa.array(end - start, pa.int64()),
+                "evidence_id": pa.array(np.full(n, eid, object), pa.string()),
+            }
+        )
+    )
+
+
+def _conflict_rows(uid: str, eid: str, sd: SessionData, em: Emitter) -> None:
     for d in (sd.orig, sd.resp):
-        for s, e in d.gaps.tolist():
-            out["stream_gaps"].append(
-                {
-                    "uid": uid,
-                    "is_orig": d.is_orig,
-                    "stream_start": s,
-                    "stream_end": e,
-                    "length": e - s,
-                    "evidence_id": eid,
-                }
-            )
-            missed += e - s
         if d.conflicts:
             c0 = d.conflicts[0]
             em.warn(
@@ -173,7 +245,8 @@ def _stream_rows(out: dict[str, list[dict]], uid: str, eid: str, sd: SessionData
                 f"{c0.start}, frames {c0.first_frame} and {c0.later_frame}: possible evasion",
             )
         for c in d.conflicts:
-            out["stream_conflicts"].append(
+            em.add(
+                "stream_conflicts",
                 {
                     "uid": uid,
                     "is_orig": d.is_orig,
@@ -183,9 +256,425 @@ def _stream_rows(out: dict[str, list[dict]], uid: str, eid: str, sd: SessionData
                     "first_frame": c.first_frame,
                     "later_frame": c.later_frame,
                     "evidence_id": eid,
-                }
+                },
             )
-    return missed
+
+
+# Second passes over big captures are split over processes (forked: nothing to import again).
+SPLIT_MIN_ROWS = 400_000  # packet-index rows from which a capture is split
+MAX_SHARES = 4
+_CB = 1 << 62  # sorts the cross-session links after every batch
+
+
+def _split(packets: Path) -> int:
+    """How many processes share the second pass of this capture."""
+    if sys.platform != "linux" or mp.parent_process() is not None:
+        return 1  # no fork here, or already a worker of a pool: its siblings have the cores
+    if threading.current_thread() is not threading.main_thread():
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    if cpus < 2:
+        return 1
+    try:
+        pf = pq.ParquetFile(packets)
+        if pf.metadata.num_rows < SPLIT_MIN_ROWS or not frames_ascend(pf):
+            return 1
+        # Datagrams rebuilt from fragments get offsets past the end of the file in the
+        # order they are rebuilt: a pass split in runs would number them differently.
+        if _may_rebuild(pf):
+            return 1
+        return max(1, min(cpus, MAX_SHARES, len(read_plan(pf))))
+    except (OSError, pa.ArrowException):
+        return 1
+
+
+def _pack(res: dict[str, Any]) -> dict[str, Any]:
+    """A share's result made cheap to pickle: one table per name instead of many slices.
+
+    (A pickled slice of an Arrow table carries the whole of its buffers.)
+    """
+    keys, warns, counts = [], [], []
+    tables: dict[str, list[pa.Table]] = defaultdict(list)
+    for key, tbls, w in res["segments"]:
+        keys.append(key)
+        warns.append(w)
+        c = {}
+        for name, parts in tbls.items():
+            tables[name].extend(parts)
+            c[name] = [t.num_rows for t in parts]
+        counts.append(c)
+    whole = {name: pa.concat_tables(parts).combine_chunks() for name, parts in tables.items()}
+    return {**res, "segments": (keys, warns, counts, whole)}
+
+
+def _unpack(res: dict[str, Any]) -> dict[str, Any]:
+    keys, warns, counts, whole = res["segments"]
+    at = dict.fromkeys(whole, 0)
+    segs = []
+    for key, w, c in zip(keys, warns, counts, strict=True):
+        tbls: dict[str, list[pa.Table]] = {}
+        for name, ns in c.items():
+            tbls[name] = []
+            for n in ns:
+                tbls[name].append(whole[name].slice(at[name], n))
+                at[name] += n
+        segs.append((key, tbls, w))
+    return {**res, "segments": segs}
+
+
+def load_kernels() -> None:
+    """Load (from numba's cache, compiling them the first time) the kernels of the second pass."""
+    from forensics.reassembly import _kernel as kern
+
+    z, u, b = np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.bool_)
+    one = np.zeros(1, np.int64)
+    ro = np.zeros(0, np.uint8)
+    ro.flags.writeable = False  # as the mapped evidence is
+    kern.reassemble(one, z, z, z, z, 1)
+    kern.compare_overlaps(ro, z, z, z, z, z, z)
+    kern.gather_heads(ro, one, z, z, z, 1)
+    kern.gather(ro, z, z)
+    kern.read_range(ro, z, z, z, 0, 0, -1)
+    kern.stable_order(z, 1)
+    dns.bulk_udp(u, one, b, z, z, z, z, one, z, z, b)
+
+
+def _may_rebuild(pf: pq.ParquetFile) -> bool:
+    """True when some index row may complete a fragmented datagram (``frag`` bit 8)."""
+    meta = pf.metadata
+    i = pf.schema_arrow.get_field_index("frag")
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(i).statistics
+        if meta.row_group(g).num_rows and (st is None or not st.has_min_max or st.max >= 8):
+            frag = pf.read(columns=["frag"]).column("frag")
+            return bool(pc.any(pc.not_equal(pc.bit_wise_and(frag.fill_null(0), 8), 0)).as_py())
+    return False
+
+
+def _child(fn: Callable[[int], dict], k: int, conn: Any) -> None:
+    try:
+        res: Any = _pack(fn(k))
+    except BaseException as exc:  # reported to the parent, which does this share itself
+        res = f"{type(exc).__name__}: {exc}"
+    try:
+        conn.send(res)
+    finally:
+        conn.close()
+
+
+def _run_shares(shares: int, fn: Callable[[int], dict]) -> list[dict]:
+    """``[fn(0), ..., fn(shares - 1)]``, share 0 here and the others in forked processes.
+
+    A share whose process fails, dies or hangs is done here instead: the shares are
+    deterministic, so the result is the same.
+    """
+    if shares <= 1:
+        return [fn(0)]
+    ctx = mp.get_context("fork")
+    kids = []
+    # Objects made so far go to the collector's permanent generation, so that a collection
+    # in a share does not walk (and so copy, page by page) everything it inherited.
+    gc.freeze()
+    try:
+        with warnings.catch_warnings():
+            # fork with threads (3.12+): the share runs none of them
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for k in range(1, shares):
+                r, w = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(fn, k, w), daemon=True)
+                proc.start()
+                w.close()
+                kids.append((k, proc, r))
+    except OSError as exc:  # no fork (limits): one process does it all
+        log.debug("second pass not split: %s", exc)
+    finally:
+        gc.unfreeze()
+    out: dict[int, dict] = {}
+    try:
+        t0 = time.perf_counter()
+        out[0] = fn(0)
+        deadline = time.monotonic() + max(120.0, 10 * (time.perf_counter() - t0))
+        for k, _proc, r in kids:
+            res = None
+            try:
+                if r.poll(max(0.0, deadline - time.monotonic())):
+                    res = r.recv()
+                    if isinstance(res, dict):
+                        res = _unpack(res)
+            except (EOFError, OSError, pickle.UnpicklingError) as exc:
+                res = f"{type(exc).__name__}: {exc}"
+            if not isinstance(res, dict):
+                log.warning("second-pass share %d redone in-process (%s)", k, res or "no answer")
+                res = fn(k)
+            out[k] = res
+        for k in range(1, shares):
+            if k not in out:
+                out[k] = fn(k)
+    finally:
+        for _k, proc, r in kids:
+            r.close()
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+    return [out[k] for k in range(shares)]
+
+
+class _Pass:
+    """One share of the second pass (every session when there is one share).
+
+    Reads the packet index batch by batch (:func:`iter_finished_sel`; a share is a run of
+    batches), reassembles the sessions of each batch in bulk, hands each session a
+    parser may want to :func:`protocols.analyze` and decodes DNS over UDP in bulk.
+    Rows and warnings are filed by where the pass was (share, batch, TCP or UDP) so
+    that shares can be put back together in the order a single pass gives.
+    """
+
+    def __init__(self, sessions: pa.Table, evidence_id: str, path: Path, packets: Path):
+        self.sessions = sessions
+        self.eid = evidence_id
+        self.path = path
+        self.packets = packets
+        # Lookups every share needs, made once (forked shares inherit them).
+        n = sessions.num_rows
+        self.uids = sessions.column("uid").to_pylist()
+        self.sid_of = {u: i for i, u in enumerate(self.uids)}
+        self.last_frame = sessions.column("last_frame").fill_null(0).to_numpy(zero_copy_only=False)
+        self.cols = {
+            c: sessions.column(c).to_pylist() for c in ("orig_h", "orig_p", "resp_h", "resp_p", "proto")
+        }
+        self.ts_ns = _ns(sessions.column("ts")).tolist()
+        self.uid_col = _array(sessions.column("uid"))
+        self.bulk_dns = dns.bulk_ready()
+        self.conn = {c: _array(sessions.column(c)) for c in ("uid", "orig_h", "orig_p", "resp_h", "resp_p")}
+        self.ports = {
+            c: self.conn[c].fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            for c in ("orig_p", "resp_p")
+        }
+        dports = list(dns.DNS_PORTS)
+        self.dns_port = np.isin(self.ports["orig_p"], dports) | np.isin(self.ports["resp_p"], dports)
+        self.n = n
+
+    def run(self, k: int = 0, shares: int = 1) -> dict[str, Any]:
+        """Process share ``k`` of ``shares``.
+
+        Returns:
+            Its segments, services, missed bytes, counters and link events.
+        """
+        with _young_gc():
+            return self._run(k, shares)
+
+    def _run(self, k: int, shares: int) -> dict[str, Any]:
+        sessions, eid, n = self.sessions, self.eid, self.n
+        uids, sid_of, last_frame, cols, ts_ns = self.uids, self.sid_of, self.last_frame, self.cols, self.ts_ns
+        uid_col, bulk_dns, conn = self.uid_col, self.bulk_dns, self.conn
+        ports, dns_port = self.ports, self.dns_port
+        services: list[list[str]] = [[] for _ in range(n)]
+        missed = np.zeros(n, np.int64)
+        emitter = Emitter(eid, str(self.path))
+        stats: dict[str, int] = defaultdict(int)
+        mine: list[np.ndarray] = []
+
+        def session(sid: int, sd: SessionData) -> Session:
+            info = {"uid": uids[sid], "ts_ns": ts_ns[sid], **{c: v[sid] for c, v in cols.items()}}
+            return Session(sid, info, sd, emitter, services[sid])
+
+        with Evidence(self.path) as ev:
+            packets = self.packets
+
+            def reread(sid: int) -> SessionData | None:
+                tbl = pq.read_table(
+                    packets, columns=[*COLUMNS.values(), "uid"], filters=[("uid", "=", uids[sid])]
+                )
+                rows = from_arrow(tbl, {uids[sid]: sid})
+                return build_sessions(rows[np.argsort(rows["frame"], kind="stable")], ev)[0].get(sid)
+
+            linker = Linker(sessions, services, reread)
+            emitter.linker = linker
+            groups = iter_finished_sel(packets, sid_of, last_frame, part=(k, shares))
+            for bno, (rows, sel) in enumerate(groups):
+                # The batch's sessions reassembled at once; per-session objects only for the
+                # sessions a parser may want (a byte to look at, or a conflict to report).
+                b = SessionBatch(rows, ev, sel=sel)
+                del rows, sel
+                for name, v in b.stats.items():
+                    stats[name] += v
+                linker.key = (k, bno, 0)
+                emitter.segment(linker.key)
+                tcp_sids = b.tcp_sids
+                gsid, gorig, gs, ge = b.gaps()
+                if gsid.size:
+                    emitter.add_table("stream_gaps", _gap_table(gsid, gorig, gs, ge, uid_col, eid))
+                    per = np.zeros(tcp_sids.size, np.int64)
+                    np.add.at(per, np.searchsorted(tcp_sids, gsid), ge - gs)
+                    missed[tcp_sids] = per
+                heads = b.head_sizes()
+                confl = b.conflicted()
+                for i in np.flatnonzero((heads > 0) | confl).tolist():
+                    sid = int(tcp_sids[i])
+                    sd = b.tcp_session(i)
+                    if confl[i]:
+                        _conflict_rows(uids[sid], eid, sd, emitter)
+                    if heads[i]:
+                        protocols.analyze(session(sid, sd))
+                linker.key = (k, bno, 1)
+                emitter.segment(linker.key)
+                udp_sids = b.udp_sids.tolist()
+                taken = None
+                if bulk_dns and udp_sids:
+                    u = b.udp_payloads()
+                    us = b.udp_sids
+                    res = dns.bulk_udp(
+                        u["buf"], u["at"], u["ok"], u["orig"], u["ts"], u["frame"], u["poff"], u["start"],
+                        ports["orig_p"][us], ports["resp_p"][us], dns_port[us],
+                    )  # fmt: skip
+                    taken = res[0]
+                    if taken.any():
+                        idx = pa.array(us, pa.int64())
+                        tbl, row0 = dns.bulk_table(res, {c: a.take(idx) for c, a in conn.items()}, eid)
+                i, nu = 0, len(udp_sids)
+                while i < nu:
+                    if taken is not None and taken[i]:  # DNS decoded in bulk: the parser's rows
+                        j = i
+                        while j < nu and taken[j]:
+                            services[udp_sids[j]].append("dns")
+                            j += 1
+                        emitter.add_table("dns", tbl.slice(row0[i], row0[j] - row0[i]))
+                        i = j
+                        continue
+                    protocols.analyze(session(udp_sids[i], b.udp_session(i)))
+                    i += 1
+                mine += [tcp_sids, b.udp_sids]
+                del b
+                ev.release()  # keep the resident size to the sessions in flight, not the file read so far
+                gc.collect(1)  # the batch's garbage: collection walks only what the batch made
+            own = np.concatenate(mine) if mine else np.zeros(0, np.int64)
+            own_services = {sid: list(services[sid]) for sid in own.tolist() if services[sid]}
+            for j, (fn, key) in enumerate(zip(linker.callbacks, linker.keys, strict=True)):
+                linker.cb_key = (_CB, *key, j)
+                emitter.segment(linker.cb_key)
+                try:
+                    fn(linker)
+                except Exception as exc:  # a cross-session link must not lose the rows already parsed
+                    emitter.warn(
+                        None, "link_error", f"cross-session link failed: {type(exc).__name__}: {exc}", "error"
+                    )
+        segments = _arrow_segments(emitter.done_segments())
+        tcp_own = own[missed[own] != 0]
+        return {
+            "segments": segments,
+            "services": own_services,
+            "events": linker.events,
+            "missed": (tcp_own, missed[tcp_own]),
+            "stats": dict(stats),
+        }
+
+
+@contextlib.contextmanager
+def _young_gc() -> Iterator[None]:
+    """No automatic garbage collection inside (the pass collects the young generations itself).
+
+    A full collection walks every object of the process, over and over as the parsed
+    rows pile up; the pass makes few reference cycles, and collects what each batch
+    made when the batch is done (:func:`gc.collect` of generation 1).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+_Segment = tuple[Any, dict[str, list], list[dict]]
+
+
+def _arrow_segments(segs: list[_Segment]) -> list[_Segment]:
+    """Segments with their row dicts turned into Arrow: one conversion per table, then slices."""
+    rows: dict[str, list[dict]] = defaultdict(list)
+    for _key, tables, _w in segs:
+        for name, items in tables.items():
+            for it in items:
+                if not isinstance(it, pa.Table):
+                    rows[name].extend(it)
+    whole = {name: _to_table(name, r) for name, r in rows.items()}
+    at = dict.fromkeys(whole, 0)
+    out = []
+    for key, tables, w in segs:
+        conv: dict[str, list] = {}
+        for name, items in tables.items():
+            conv[name] = []
+            for it in items:
+                if isinstance(it, pa.Table):
+                    conv[name].append(it)
+                else:
+                    conv[name].append(whole[name].slice(at[name], len(it)))
+                    at[name] += len(it)
+        out.append((key, conv, w))
+    return out
+
+
+def _merge(
+    ctx: IngestContext, done: list[dict[str, Any]], n: int
+) -> tuple[dict[str, pa.Table], list[list[str]], np.ndarray]:
+    """The shares' results as one pass over every session would give them.
+
+    Batch by batch, TCP then UDP sessions, each in session order; what the
+    cross-session links added comes last, in the order they were asked for.
+    Warnings go to ``ctx``.
+
+    Returns:
+        The application tables, each session's services and its bytes missed.
+    """
+    services: list[list[str]] = [[] for _ in range(n)]
+    missed = np.zeros(n, np.int64)
+    stats: dict[str, int] = defaultdict(int)
+    segments: list[tuple[tuple, dict[str, list], list[dict]]] = []
+    events: list[tuple[tuple, int, str]] = []
+    for part in done:
+        for sid, svc in part["services"].items():
+            services[sid] = svc
+        missed[part["missed"][0]] = part["missed"][1]
+        for k, v in part["stats"].items():
+            stats[k] += v
+        segments.extend(part["segments"])
+        events.extend(part["events"])
+    segments.sort(key=lambda x: x[0])
+    events.sort(key=lambda x: x[0])
+    for _key, sid, svc in events:
+        if svc not in services[sid]:
+            services[sid].append(svc)
+    if stats["datagrams_unrebuilt"]:
+        ctx.warn(
+            None,
+            "fragments_not_rebuilt",
+            f"{stats['datagrams_unrebuilt']} fragmented datagram(s) "
+            "could not be put together again; their payload is left out",
+            severity="info",
+        )
+    if stats["overlap_truncated"]:
+        ctx.warn(
+            None,
+            "tcp_overlap_budget",
+            f"{stats['overlap_truncated']} TCP direction(s) had more "
+            "overlapping segments than the check budget; not every overlap was compared",
+        )
+    parts: dict[str, list[pa.Table]] = defaultdict(list)
+    for _key, tables, warns in segments:
+        for w in warns:
+            ctx.warn(w["offset"], w["code"], w["message"], severity=w["severity"])
+        for name, tbls in tables.items():
+            parts[name].extend(tbls)
+    result: dict[str, pa.Table] = {}
+    for name, tbls in parts.items():
+        tbls = [t for t in tbls if t.num_rows]
+        if tbls:
+            # one chunk per column: slices of the bulk tables would each carry their whole buffers
+            result[name] = pa.concat_tables(tbls).combine_chunks()
+    return result, services, missed
 
 
 def reconstruct(
@@ -228,69 +717,17 @@ def reconstruct(
         packets = case.parquet_dir("packets", evidence_id) / "part-0.parquet"
     path = Path(evidence_path or ctx.path)
     n = sessions.num_rows
-    out_rows: dict[str, list[dict]] = defaultdict(list)
     if n == 0 or not Path(packets).exists():
         return {"sessions": sessions}
-    uids = sessions.column("uid").to_pylist()
-    sid_of = {u: i for i, u in enumerate(uids)}
-    last_frame = sessions.column("last_frame").fill_null(0).to_numpy(zero_copy_only=False)
-    cols = {c: sessions.column(c).to_pylist() for c in ("orig_h", "orig_p", "resp_h", "resp_p", "proto")}
-    ts_ns = _ns(sessions.column("ts")).tolist()
-    services: list[list[str]] = [[] for _ in range(n)]
-    missed = np.zeros(n, np.int64)
-    emitter = Emitter(evidence_id, str(path))
-    stats: dict[str, int] = defaultdict(int)
-    with Evidence(path) as ev:
-
-        def reread(sid: int) -> SessionData | None:
-            tbl = pq.read_table(
-                packets, columns=[*COLUMNS.values(), "uid"], filters=[("uid", "=", uids[sid])]
-            )
-            rows = from_arrow(tbl, {uids[sid]: sid})
-            return build_sessions(rows[np.argsort(rows["frame"], kind="stable")], ev)[0].get(sid)
-
-        linker = Linker(sessions, services, reread)
-        emitter.linker = linker
-        for rows in iter_finished(Path(packets), sid_of, last_frame):
-            built, st = build_sessions(rows, ev)
-            for k, v in st.items():
-                stats[k] += v
-            for sid, sd in built.items():
-                info = {"uid": uids[sid], "ts_ns": ts_ns[sid], **{c: v[sid] for c, v in cols.items()}}
-                if sd.proto == 6:
-                    missed[sid] = _stream_rows(out_rows, uids[sid], evidence_id, sd, emitter)
-                s = Session(sid, info, sd, emitter, services[sid])
-                protocols.analyze(s)
-            del built
-            ev.release()  # keep the resident size to the sessions in flight, not the file read so far
-        for fn in linker.callbacks:
-            try:
-                fn(linker)
-            except Exception as exc:  # a cross-session link must not lose the rows already parsed
-                emitter.warn(
-                    None, "link_error", f"cross-session link failed: {type(exc).__name__}: {exc}", "error"
-                )
-    for table, parsed in emitter.rows.items():
-        out_rows[table].extend(parsed)
-    if stats["datagrams_unrebuilt"]:
-        ctx.warn(
-            None,
-            "fragments_not_rebuilt",
-            f"{stats['datagrams_unrebuilt']} fragmented datagram(s) "
-            "could not be put together again; their payload is left out",
-            severity="info",
-        )
-    if stats["overlap_truncated"]:
-        ctx.warn(
-            None,
-            "tcp_overlap_budget",
-            f"{stats['overlap_truncated']} TCP direction(s) had more "
-            "overlapping segments than the check budget; not every overlap was compared",
-        )
-    for w in emitter.warnings:
-        ctx.warn(w["offset"], w["code"], w["message"], severity=w["severity"])
-    result = {name: _to_table(name, rows) for name, rows in out_rows.items() if rows}
-    svc = pa.array([",".join(s) if s else None for s in services], pa.string())
+    shares = _split(Path(packets))
+    if shares > 1:
+        load_kernels()  # once here, not in every forked share
+    with _young_gc():
+        work = _Pass(sessions, evidence_id, path, Path(packets))
+        done = _run_shares(shares, lambda k: work.run(k, shares))
+        result, services, missed = _merge(ctx, done, n)
+        svc = pa.array([",".join(s) if s else None for s in services], pa.string())
+        del done, services
     old_svc = sessions.column("service")
     svc = pc.coalesce(svc, old_svc.combine_chunks() if isinstance(old_svc, pa.ChunkedArray) else old_svc)
     old_missed = sessions.column("missed_bytes").fill_null(0).to_numpy(zero_copy_only=False)
@@ -300,6 +737,10 @@ def reconstruct(
     sessions = sessions.set_column(i, "missed_bytes", new_missed.cast(sessions.schema.field(i).type))
     result["sessions"] = sessions
     log.info("reconstructed %d sessions of %s in %.2f s", n, path.name, time.perf_counter() - t0)
+    from forensics.carve import after_reconstruct  # files, carved_files (and http with its fuids)
+
+    result.update(after_reconstruct(case, evidence_id, ctx, result, packets=packets, sessions=sessions,
+                                    evidence_path=path))
     return result
 
 

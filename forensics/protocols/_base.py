@@ -34,11 +34,47 @@ class Emitter:
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.warnings: list[dict[str, Any]] = []
         self.linker: Any = None  # forensics.apps.Linker: cross-session lookups (FTP data channels)
+        self._segments: dict[str, list[Any]] = {}  # rows that came before an Arrow table, and the tables
+        self._key: Any = ()
+        self._done: list[tuple[Any, dict[str, list[Any]], list[dict[str, Any]]]] = []
 
     def add(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
         """Append a row (returned, so a parser can still fill it in)."""
         self.rows.setdefault(table, []).append(row)
         return row
+
+    def add_table(self, table: str, tbl: Any) -> None:
+        """Append rows already in Arrow form (from a bulk parser), after the rows so far."""
+        seg = self._segments.setdefault(table, [])
+        rows = self.rows.pop(table, None)
+        if rows:
+            seg.append(rows)
+        seg.append(tbl)
+
+    def segments(self) -> dict[str, list[Any]]:
+        """Rows per table in the order they came: lists of row dicts and Arrow tables."""
+        out = {t: list(seg) for t, seg in self._segments.items()}
+        for t, rows in self.rows.items():
+            if rows:
+                out.setdefault(t, []).append(rows)
+        return out
+
+    def segment(self, key: Any) -> None:
+        """File the rows and warnings from here on under ``key`` (see :meth:`done_segments`)."""
+        self._flush()
+        self._key = key
+
+    def done_segments(self) -> list[tuple[Any, dict[str, list[Any]], list[dict[str, Any]]]]:
+        """Every segment so far: (key, :meth:`segments`, warnings), in the order they were filed."""
+        self._flush()
+        out, self._done = self._done, []
+        return out
+
+    def _flush(self) -> None:
+        tables = self.segments()
+        if tables or self.warnings:
+            self._done.append((self._key, tables, self.warnings))
+        self.rows, self._segments, self.warnings = {}, {}, []
 
     def warn(self, offset: int | None, code: str, message: str, severity: str = "warning") -> None:
         """Record a warning row for ``ingest_warnings``."""
@@ -133,11 +169,14 @@ class Session:
     def emit_at(self, table: str, is_orig: bool, offset: int, /, **fields: Any) -> dict[str, Any]:
         """Emit a row whose time and lineage are those of a stream byte."""
         d = self.direction(is_orig)
+        i = d.locate(offset)  # what ts_at, frame_at and file_offset_at would each look up
+        if i < 0:
+            return self.emit(table, ts=None, frame=None, file_offset=None, **fields)
         return self.emit(
             table,
-            ts=d.ts_at(offset),
-            frame=d.frame_at(offset),
-            file_offset=d.file_offset_at(offset),
+            ts=int(d.ts[i]),
+            frame=int(d.frame[i]),
+            file_offset=int(d.file_offset[i] + max(offset - int(d.start[i]), 0)),
             **fields,
         )
 

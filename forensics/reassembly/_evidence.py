@@ -45,6 +45,7 @@ class Evidence:
         self._fd = self._maps[0][3].fileno()  # type: ignore[attr-defined]
         self._mm = self._maps[0][2]
         self.array = np.frombuffer(self._mm, np.uint8) if self._mm is not None else np.zeros(0, np.uint8)
+        self.view: memoryview | None = memoryview(self._mm) if self._mm is not None else None
         self._bases = [m[0] for m in self._maps]
         self._side: list[bytes] = []
         self._side_start: list[int] = []
@@ -68,6 +69,10 @@ class Evidence:
     def close(self) -> None:
         """Unmap and close the files."""
         self.array = np.zeros(0, np.uint8)
+        if self.view is not None:
+            with contextlib.suppress(BufferError):  # a slice still in use: the GC releases it later
+                self.view.release()
+            self.view = None
         for _b, _s, mm, fh in self._maps:
             if mm is not None:
                 with contextlib.suppress(BufferError):  # a caller still holds a view; the GC unmaps it later

@@ -332,3 +332,163 @@ def compare_overlaps(
                     first[r] = ov_start[r] + t
                 diff[r] += 1
     return diff, first
+
+
+@njit(cache=True)
+def gather_heads(
+    data: np.ndarray,
+    g_pc: np.ndarray,
+    pc_start: np.ndarray,
+    pc_end: np.ndarray,
+    pc_foff: np.ndarray,
+    limit: int,
+) -> tuple:
+    """First bytes of every group's captured stream, as :meth:`Direction.read` gives them.
+
+    For a group whose pieces end at ``E``, the bytes of ``[0, min(limit, E))`` with
+    the gaps left out: every piece starting before that bound, cut at it.
+
+    Args:
+        data: the evidence file as one uint8 array.
+        g_pc: CSR offsets of each group's pieces.
+        pc_start: per piece, its first stream offset.
+        pc_end: per piece, one past its last.
+        pc_foff: per piece, where its bytes start in ``data``.
+        limit: most bytes per group.
+
+    Returns:
+        ``(buf, h_off, h_ok)``: the heads one after the other, each group's start in
+        ``buf`` (CSR, len = groups + 1) and whether its bytes all lie in ``data``
+        (False: a piece sits in the side store or another file; read it the slow way).
+    """
+    ng = g_pc.shape[0] - 1
+    h_off = np.zeros(ng + 1, np.int64)
+    h_ok = np.ones(ng, np.bool_)
+    size = data.shape[0]
+    total = 0
+    for g in range(ng):
+        p0, p1 = g_pc[g], g_pc[g + 1]
+        if p1 > p0:
+            e = pc_end[p1 - 1]
+            if e > limit:
+                e = limit
+            for p in range(p0, p1):
+                if pc_start[p] >= e:
+                    break
+                ln = (pc_end[p] if pc_end[p] < e else e) - pc_start[p]
+                if pc_foff[p] < 0 or pc_foff[p] + ln > size:
+                    h_ok[g] = False
+                total += ln
+        h_off[g + 1] = total
+    buf = np.empty(total, np.uint8)
+    for g in range(ng):
+        p0, p1 = g_pc[g], g_pc[g + 1]
+        if p1 == p0 or not h_ok[g]:
+            continue
+        e = pc_end[p1 - 1]
+        if e > limit:
+            e = limit
+        at = h_off[g]
+        for p in range(p0, p1):
+            if pc_start[p] >= e:
+                break
+            ln = (pc_end[p] if pc_end[p] < e else e) - pc_start[p]
+            f = pc_foff[p]
+            buf[at : at + ln] = data[f : f + ln]
+            at += ln
+    return buf, h_off, h_ok
+
+
+@njit(cache=True)
+def gather(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> tuple:
+    """The byte ranges ``(offsets[i], lengths[i])`` of ``data`` one after the other.
+
+    Returns:
+        ``(buf, at, ok)``: the bytes, each range's start in ``buf`` (len = ranges + 1)
+        and whether it lay in ``data`` (False: left as zeros, to be read the slow way).
+    """
+    n = offsets.shape[0]
+    at = np.zeros(n + 1, np.int64)
+    ok = np.ones(n, np.bool_)
+    size = data.shape[0]
+    for i in range(n):
+        ln = lengths[i] if lengths[i] > 0 else 0
+        at[i + 1] = at[i] + ln
+        if offsets[i] < 0 or offsets[i] + ln > size:
+            ok[i] = False
+    buf = np.zeros(at[n], np.uint8)
+    for i in range(n):
+        if ok[i]:
+            o = offsets[i]
+            a = at[i]
+            buf[a : at[i + 1]] = data[o : o + at[i + 1] - a]
+    return buf, at, ok
+
+
+@njit(cache=True)
+def read_range(
+    data: np.ndarray,
+    pc_start: np.ndarray,
+    pc_end: np.ndarray,
+    pc_foff: np.ndarray,
+    start: int,
+    end: int,
+    fill: int,
+) -> tuple:
+    """Bytes of stream range ``[start, end)`` of one direction (:meth:`Direction.read`).
+
+    Args:
+        data: the evidence file as one uint8 array.
+        pc_start: per piece, its first stream offset (pieces in stream order).
+        pc_end: per piece, one past its last.
+        pc_foff: per piece, where its bytes start in ``data``.
+        start: first stream offset.
+        end: one past the last.
+        fill: byte put in gaps, or -1 to leave gaps out.
+
+    Returns:
+        ``(ok, out)``: False when a piece lies outside ``data`` (read it the slow way).
+    """
+    lo = np.searchsorted(pc_end, start, side="right")
+    hi = np.searchsorted(pc_start, end, side="left")
+    size = data.shape[0]
+    total = 0
+    for p in range(lo, hi):
+        s = pc_start[p] if pc_start[p] > start else start
+        e = pc_end[p] if pc_end[p] < end else end
+        f = pc_foff[p] + (s - pc_start[p])
+        if f < 0 or f + (e - s) > size:
+            return False, np.empty(0, np.uint8)
+        total += e - s
+    if fill < 0:
+        out = np.empty(total, np.uint8)
+        at = 0
+        for p in range(lo, hi):
+            s = pc_start[p] if pc_start[p] > start else start
+            e = pc_end[p] if pc_end[p] < end else end
+            f = pc_foff[p] + (s - pc_start[p])
+            out[at : at + e - s] = data[f : f + e - s]
+            at += e - s
+        return True, out
+    out = np.full(end - start, fill, np.uint8)
+    for p in range(lo, hi):
+        s = pc_start[p] if pc_start[p] > start else start
+        e = pc_end[p] if pc_end[p] < end else end
+        f = pc_foff[p] + (s - pc_start[p])
+        out[s - start : e - start] = data[f : f + e - s]
+    return True, out
+
+
+@njit(cache=True)
+def stable_order(key: np.ndarray, nkeys: int) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` for keys in ``[0, nkeys)``, by counting (linear time)."""
+    count = np.zeros(nkeys + 1, np.int64)
+    for i in range(key.shape[0]):
+        count[key[i] + 1] += 1
+    for j in range(nkeys):
+        count[j + 1] += count[j]
+    out = np.empty(key.shape[0], np.int64)
+    for i in range(key.shape[0]):
+        out[count[key[i]]] = i
+        count[key[i]] += 1
+    return out

@@ -1,0 +1,207 @@
+"""The fast paths of the second pass give exactly what the plain ones give.
+
+* DNS over UDP decoded in bulk (forensics.protocols.dns.bulk_udp) against the
+  per-session parser, on varied and hostile messages;
+* the pass shared out over forked processes (forensics.apps) against one pass,
+  rows, warnings and services in the same order.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import dpkt
+import pyarrow.parquet as pq
+from _pcapbuild import T0, eth, udp_pkt, write_pcap
+from _protobuild import Conv
+
+import forensics.apps as apps
+import forensics.reassembly._index as index
+from forensics.ingest import IngestContext, parse_file
+from forensics.protocols import dns
+
+NAMES = ["www.example.com", "WWW.Example.COM", "a.b.c.example.org", "x", "ab\x01c.weird", "sp ace.example",
+         "_ldap._tcp.dc._msdcs.corp.local", "fhepfcelehfcepfffacacacacacacabn", "1.0.0.127.in-addr.arpa"]
+
+
+def _rr(rng: random.Random, name: str) -> dpkt.dns.DNS.RR:
+    kind = rng.choice(["A", "AAAA", "AAAA4", "CNAME", "MX", "TXT", "PTR", "SRV", "SOA", "OPT", "RAW"])
+    ttl = rng.choice([0, 60, 86400, 2**32 - 1])
+    if kind == "A":
+        return dpkt.dns.DNS.RR(name=name, type=1, ttl=ttl, rdata=bytes(rng.randrange(256) for _ in range(4)))
+    if kind in ("AAAA", "AAAA4"):
+        raw = bytes(10) + b"\xff\xff\x01\x02\x03\x04" if kind == "AAAA4" else bytes(14) + b"\0\1"
+        return dpkt.dns.DNS.RR(name=name, type=28, ttl=ttl, rdata=raw)
+    if kind == "OPT":
+        return dpkt.dns.DNS.RR(name="", type=41, ttl=0, rdata=b"")
+    if kind == "RAW":
+        t = rng.choice([99, 257, 44, 46, 48, 43, 47, 50, 65534, 999])
+        return dpkt.dns.DNS.RR(name=name, type=t, ttl=ttl, rdata=bytes(rng.randrange(256) for _ in range(20)))
+    types = {"CNAME": 5, "MX": 15, "TXT": 16, "PTR": 12, "SRV": 33, "SOA": 6}
+    r = dpkt.dns.DNS.RR(name=name, type=types[kind], ttl=ttl)
+    target = rng.choice(NAMES)
+    if kind == "CNAME":
+        r.cname = target
+    elif kind == "MX":
+        r.mxname, r.preference = target, 10
+    elif kind == "TXT":
+        r.text = [b"v=spf1", b"", b"\xff-all"][: rng.randrange(1, 4)]
+    elif kind == "PTR":
+        r.ptrname = target
+    elif kind == "SRV":
+        r.srvname, r.priority, r.weight, r.port = target, 1, 2, 389
+    else:
+        r.mname, r.rname = target, "hostmaster.x"
+        r.serial = r.refresh = r.retry = r.expire = r.minimum = 1
+    return r
+
+
+def _message(rng: random.Random, qid: int, reply: bool) -> bytes:
+    name = rng.choice(NAMES)
+    qd = [] if rng.random() < 0.05 else [dpkt.dns.DNS.Q(name=name, type=rng.choice([1, 28, 33]))]
+    d = dpkt.dns.DNS(id=qid, qd=qd)
+    d.op = (dpkt.dns.DNS_QR | dpkt.dns.DNS_RA if reply else 0) | dpkt.dns.DNS_RD
+    if reply:
+        d.rcode = rng.choice([0, 0, 3, 2])
+        d.an = [_rr(rng, name) for _ in range(rng.choice([0, 1, 2, 4]))]
+    b = bytearray(bytes(d))
+    r = rng.random()
+    if r < 0.05 and len(b) > 12:
+        del b[rng.randrange(12, len(b)):]  # truncated
+    elif r < 0.10:
+        b[rng.randrange(len(b))] = rng.randrange(256)  # a flipped byte
+    elif r < 0.12 and len(b) > 14:
+        b[12:14] = b"\xc0\x0c"  # a pointer to itself
+    return bytes(b)
+
+
+def _stage(path: Path, tmp: Path, row_group: int | None = None) -> tuple[Path, Path]:
+    st = parse_file(path, tmp / "stage", protocols=False)
+    packets, sessions = st.packets, st.tables["sessions"][0]
+    if row_group:  # many small row groups, so that the pass can be shared out
+        pq.write_table(pq.read_table(packets), packets, row_group_size=row_group)
+    return packets, sessions
+
+
+def _run(packets: Path, sessions: Path, path: Path) -> tuple[dict, list]:
+    ctx = IngestContext(path=path, evidence_id="e1")
+    tbl = pq.read_table(sessions)
+    out = apps.reconstruct(None, "e1", ctx, packets=packets, sessions=tbl, evidence_path=path)
+    return out, ctx.warning_table().to_pylist()
+
+
+def _same(a: tuple[dict, list], b: tuple[dict, list]) -> None:
+    assert sorted(a[0]) == sorted(b[0])
+    for name in a[0]:
+        assert a[0][name].equals(b[0][name]), name
+    assert a[1] == b[1]
+
+
+def _no_carving(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    try:
+        import forensics.carve as carve
+    except ImportError:
+        return
+    monkeypatch.setattr(carve, "after_reconstruct", lambda *a, **k: {})
+
+
+def test_dns_bulk_equals_parser(tmp_path, monkeypatch):
+    rng = random.Random(5)
+    frames, times, t = [], [], 0.0
+    for i in range(600):
+        c = f"10.1.{i // 250}.{i % 250 + 1}"
+        servers = [("10.0.0.53", 53), ("224.0.0.251", 5353), ("10.0.0.9", 137), ("10.0.0.7", 1234)]
+        s, dport = rng.choice(servers)
+        sport = 137 if dport == 137 else 20000 + i
+        ids = [rng.randrange(65536) for _ in range(2)]
+        for _ in range(rng.choice([1, 2, 2, 3, 5])):
+            reply = rng.random() < 0.5
+            m = _message(rng, rng.choice(ids), reply)
+            pk = udp_pkt(s, c, dport, sport, m) if reply else udp_pkt(c, s, sport, dport, m)
+            t += rng.random() * 0.01
+            frames.append(eth(bytes(pk)))
+            times.append(T0 + t)
+    cap = write_pcap(tmp_path / "dns.pcap", frames, times=times)
+    packets, sessions = _stage(cap, tmp_path)
+    _no_carving(monkeypatch)
+    taken = []
+    bulk = dns.bulk_udp
+
+    def counted(*a):  # type: ignore[no-untyped-def]
+        res = bulk(*a)
+        taken.append(int(res[0].sum()))
+        return res
+
+    monkeypatch.setattr(dns, "bulk_udp", counted)
+    fast = _run(packets, sessions, cap)
+    assert sum(taken) > 200, "the bulk path took (almost) nothing"
+    monkeypatch.setattr(dns, "bulk_ready", lambda: False)
+    _same(fast, _run(packets, sessions, cap))
+    assert fast[0]["dns"].num_rows > 600 and any(w["code"] == "dns_malformed" for w in fast[1])
+
+
+def test_shared_pass_equals_one_pass(tmp_path, monkeypatch):
+    rng = random.Random(9)
+    convs, udps = [], []
+    for i in range(120):
+        port = 41000 + i
+        if i % 10 == 0:  # FTP control and data channel, tied together after all sessions
+            data_port = 30000 + i
+            ctl = Conv("10.0.0.5", "10.0.0.21", port, 21)
+            ctl.send(False, b"220 ready\r\n").send(True, b"USER a\r\n").send(False, b"331 pw\r\n")
+            ctl.send(True, b"PASS b\r\n").send(False, b"230 ok\r\n").send(True, b"PASV\r\n")
+            pasv = f"227 Entering Passive Mode (10,0,0,21,{data_port >> 8},{data_port & 255})\r\n"
+            ctl.send(False, pasv.encode())
+            ctl.send(True, b"RETR f.txt\r\n").send(False, b"150 go\r\n")
+            cut = len(ctl.frames)
+            data = Conv("10.0.0.5", "10.0.0.21", port + 5000, data_port).send(False, b"data " * 50).close()
+            ctl.send(False, b"226 done\r\n").close()
+            ctl.frames[cut:cut] = data.frames  # the data channel opens after the command
+            convs.append(ctl)
+        elif i % 3 == 0:  # overlapping copies with different bytes: a conflict and its warning
+            c = Conv("10.0.0.7", "10.0.0.8", port, 8080)
+            c.seg(True, 0, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").seg(True, 4, b"XY")
+            c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").close()
+            convs.append(c)
+        else:
+            body = bytes(rng.randrange(256) for _ in range(rng.randrange(10, 3000)))
+            c = Conv("10.0.0.3", "10.0.0.4", port, 80).send(True, b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+            if i % 7 == 0:  # a gap in the response
+                c.seg(False, 0, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+                c.sent[False] += 100
+            c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body).close()
+            convs.append(c)
+        q = dpkt.dns.DNS(id=i, op=dpkt.dns.DNS_RD, qd=[dpkt.dns.DNS.Q(name=f"h{i}.example.com", type=1)])
+        udps.append(bytes(udp_pkt("10.0.0.3", "10.0.0.53", 50000 + i, 53, bytes(q))))
+    # interleave the conversations' frames so that sessions overlap in time
+    frames: list[bytes] = []
+    queues = [list(c.frames) for c in convs] + [[u] for u in udps]
+    while any(queues):
+        q = rng.choice([q for q in queues if q])
+        frames.append(q.pop(0))
+    cap = write_pcap(tmp_path / "mix.pcap", [eth(f) for f in frames])
+    packets, sessions = _stage(cap, tmp_path, row_group=97)
+    _no_carving(monkeypatch)
+    monkeypatch.setattr(index, "BATCH_ROWS", 200)
+    monkeypatch.setattr(index, "MIN_BATCH_ROWS", 200)
+    monkeypatch.setattr(apps, "SPLIT_MIN_ROWS", 0)
+    shares = []
+    run_shares = apps._run_shares
+
+    def counted(n, fn):  # type: ignore[no-untyped-def]
+        shares.append(n)
+        return run_shares(n, fn)
+
+    monkeypatch.setattr(apps, "_run_shares", counted)
+    monkeypatch.setattr(apps, "_split", lambda p: 3)
+    shared = _run(packets, sessions, cap)
+    monkeypatch.setattr(apps, "_split", lambda p: 1)
+    one = _run(packets, sessions, cap)
+    assert shares == [3, 1]
+    _same(shared, one)
+    out = one[0]
+    assert {"http", "ftp", "dns", "stream_gaps", "stream_conflicts"} <= set(out)
+    assert out["ftp"].column("data_uid").null_count < out["ftp"].num_rows
+    assert "ftp-data" in out["sessions"].column("service").to_pylist()
+
