@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from forensics.ingest import IngestResult
-    from forensics.net.pipeline import NetPipeline
 
 __all__ = ["Case", "hash_file", "open_case"]
 
@@ -273,8 +272,7 @@ class Case:
                 self.con.execute(f"DELETE FROM {t.name} WHERE evidence_id = ?", [evidence_id])
 
     def _finish_ingest(
-        self, evidence_id: str, net: NetPipeline | None, result: IngestResult, started: datetime,
-        md5: str | None = None,
+        self, evidence_id: str, result: IngestResult, started: datetime, md5: str | None = None,
     ) -> None:
         """Mark the evidence ingested, record the run and commit (engine use only)."""
         finished = self._now()

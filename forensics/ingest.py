@@ -62,7 +62,6 @@ class IngestContext:
     progress: Callable[[int], None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     warnings: list[dict[str, Any]] = field(default_factory=list)
-    linktypes: set[int] = field(default_factory=set)
     _per_code: dict[str, int] = field(default_factory=dict)
     _overflow: dict[str, list[int]] = field(default_factory=dict)
 
@@ -385,7 +384,7 @@ def commit_staged(case: Case, staged: Staged) -> IngestResult:
             final_dir = case.parquet_dir("packets", eid)
             final_dir.mkdir(parents=True, exist_ok=True)
             staged.packets.replace(final_dir / "part-0.parquet")
-        case._finish_ingest(eid, None, result, started, md5=staged.md5)
+        case._finish_ingest(eid, result, started, md5=staged.md5)
     except BaseException:
         case._abort_ingest(eid)
         raise

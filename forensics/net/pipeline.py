@@ -152,7 +152,6 @@ class NetPipeline:
         self.shas: list[Future[tuple[str, int]]] = []
         self.sessions: list[tuple[pa.Table, np.ndarray, list[list[int] | None]]] = []
         self.pending_sessions = 0
-        self.sessions_out = 0
         self.schema = TABLES["packets"].arrow_schema()
         self.frags: FragmentReassembler | None = None
 
@@ -189,10 +188,6 @@ class NetPipeline:
             self._emit(np.nonzero(self.fi[: self.nflows, fl.FI_ALIVE] == 1)[0])
         self.out.close()
         return self.tmp_path, self.staged_sessions()
-
-    def finish(self) -> None:
-        """End a single-file pass (``end_file(final=True)``)."""
-        self.end_file(final=True)
 
     @property
     def sha256(self) -> str:
@@ -507,7 +502,6 @@ class NetPipeline:
         spec = TABLES["sessions"]
         if not self.sessions:
             return spec.empty()
-        self.sessions_out += self.pending_sessions
         self.pending_sessions = 0
         batches, self.sessions = self.sessions, []
         parts = []

@@ -124,7 +124,6 @@ def read_pcap(path: Path, ctx: IngestContext) -> Iterator[FrameBatch]:
         end = ">" if swap else "<"
         _vmaj, _vmin, _tz, _sig, snaplen, ltfield = struct.unpack(end + "HHiIII", hdr[4:24])
         linktype = ltfield & 0xFFFF  # upper bits may carry the FCS length (pcap-ng draft §A)
-        ctx.linktypes.add(linktype)
         ch = _Chunks(fh, 24)
         out = [np.empty(MAX_OUT, np.int64) for _ in range(4)]
         pos = 0
@@ -250,7 +249,6 @@ def read_pcapng(path: Path, ctx: IngestContext) -> Iterator[FrameBatch]:
                     ifaces = []  # interface ids restart in each section (pcapng §4.1)
                 elif kind == "idb" and iface is not None:
                     ifaces.append(iface)
-                    ctx.linktypes.add(iface[0])
                 elif kind == "bad":
                     ctx.warn(ch.base + pos, "bad_block", "malformed control block; resynchronising")
                     resyncing = True
