@@ -35,7 +35,7 @@ import time
 import warnings
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -432,8 +432,10 @@ class _Pass:
     that shares can be put back together in the order a single pass gives.
     """
 
-    def __init__(self, sessions: pa.Table, evidence_id: str, path: Path, packets: Path):
+    def __init__(self, sessions: pa.Table, evidence_id: str, path: Path, packets: Path,
+                 carve_root: Path | None = None):
         self.sessions = sessions
+        self.carve_root = carve_root
         self.eid = evidence_id
         self.path = path
         self.packets = packets
@@ -477,6 +479,12 @@ class _Pass:
         stats: dict[str, int] = defaultdict(int)
         mine: list[np.ndarray] = []
 
+        carver = None
+        if self.carve_root is not None:
+            from forensics.carve import InlineCarver
+
+            carver = InlineCarver(self.carve_root, eid, emitter, _Conn(sid_of, cols))
+
         def session(sid: int, sd: SessionData) -> Session:
             info = {"uid": uids[sid], "ts_ns": ts_ns[sid], **{c: v[sid] for c, v in cols.items()}}
             return Session(sid, info, sd, emitter, services[sid])
@@ -518,7 +526,12 @@ class _Pass:
                     if confl[i]:
                         _conflict_rows(uids[sid], eid, sd, emitter)
                     if heads[i]:
+                        if carver is None:
+                            protocols.analyze(session(sid, sd))
+                            continue
+                        mark = carver.mark(emitter.rows)
                         protocols.analyze(session(sid, sd))
+                        carver.after(uids[sid], sd, emitter.rows, mark)  # its files, from the same bytes
                 linker.key = (k, bno, 1)
                 emitter.segment(linker.key)
                 udp_sids = b.udp_sids.tolist()
@@ -569,7 +582,25 @@ class _Pass:
             "events": linker.events,
             "missed": (tcp_own, missed[tcp_own]),
             "stats": dict(stats),
+            "carved": carver.result() if carver is not None else None,
         }
+
+
+class _Conn(Mapping[str, dict[str, Any]]):
+    """A session's connection columns by uid (what the carver names files with), read on demand."""
+
+    def __init__(self, sid_of: dict[str, int], cols: dict[str, list[Any]]):
+        self.sid_of, self.cols = sid_of, cols
+
+    def __getitem__(self, uid: str) -> dict[str, Any]:
+        i = self.sid_of[uid]
+        return {c: self.cols[c][i] for c in ("orig_h", "orig_p", "resp_h", "resp_p")}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sid_of)
+
+    def __len__(self) -> int:
+        return len(self.sid_of)
 
 
 @contextlib.contextmanager
@@ -723,9 +754,12 @@ def reconstruct(
     if shares > 1:
         load_kernels()  # once here, not in every forked share
     with _young_gc():
-        work = _Pass(sessions, evidence_id, path, Path(packets))
+        from forensics.carve import after_reconstruct, merge_inline, store_for
+
+        work = _Pass(sessions, evidence_id, path, Path(packets), carve_root=store_for(case, packets))
         done = _run_shares(shares, lambda k: work.run(k, shares))
         result, services, missed = _merge(ctx, done, n)
+        carved = merge_inline([part["carved"] for part in done], ctx)
         svc = pa.array([",".join(s) if s else None for s in services], pa.string())
         del done, services
     old_svc = sessions.column("service")
@@ -737,10 +771,9 @@ def reconstruct(
     sessions = sessions.set_column(i, "missed_bytes", new_missed.cast(sessions.schema.field(i).type))
     result["sessions"] = sessions
     log.info("reconstructed %d sessions of %s in %.2f s", n, path.name, time.perf_counter() - t0)
-    from forensics.carve import after_reconstruct  # files, carved_files (and http with its fuids)
-
+    # files, carved_files (and http with its fuids): what needed the whole pass, and the tables
     result.update(after_reconstruct(case, evidence_id, ctx, result, packets=packets, sessions=sessions,
-                                    evidence_path=path))
+                                    evidence_path=path, pre=carved))
     return result
 
 

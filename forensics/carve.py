@@ -16,7 +16,7 @@ over the packet index, bounded memory) and carved:
 - SMTP (:mod:`forensics._carve_mail`): each message, and its MIME leaves
   (base64, quoted-printable, nested multiparts, RFC 2231 names).
 
-Each file is written once under ``carved/ab/cd/<sha256>`` and described by a
+Each file is written once under ``carved/ab/<sha256>`` and described by a
 ``files`` row (Zeek's files.log columns, ``source = 'carve'``) and a
 ``carved_files`` row (claimed name, entropy, missing ranges, completeness).
 Bytes never captured are kept as zeros and named as missing ranges; an
@@ -30,6 +30,7 @@ The parse stage of ingest carves (no database: rows come back as tables);
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -50,7 +51,8 @@ if TYPE_CHECKING:
     from forensics.case import Case
     from forensics.ingest import IngestContext
 
-__all__ = ["CARVE_TABLES", "Limits", "after_reconstruct", "carve_capture", "carve_case"]
+__all__ = ["CARVE_TABLES", "InlineCarver", "Limits", "after_reconstruct", "carve_capture", "carve_case",
+           "merge_inline", "store_for"]
 
 log = logging.getLogger(__name__)
 
@@ -65,28 +67,127 @@ def _rows(tables: dict[str, pa.Table], name: str, cols: tuple[str, ...]) -> list
     return tbl.select([c for c in cols if c in tbl.column_names]).to_pylist()
 
 
+_PLAN_COLS = {
+    "http_bodies": ("uid", "trans_depth", "is_orig", "content_type", "content_encoding", "transfer_encoding",
+                    "content_length", "filename", "stream_start", "stream_end", "wire_len", "missing_bytes",
+                    "record_offset", "record_id"),
+    "http": ("uid", "trans_depth", "method", "host", "uri", "status_code"),
+    "smb_files": ("uid", "fuid", "named_pipe"),
+    "ftp": ("uid", "ts", "command", "arg", "file_size", "fuid", "data_uid"),
+    "smtp": ("uid", "trans_depth", "fuids", "body_len"),
+}
+_SESSION_JOBS = ("http", "tx", "smb", "smtp")  # what a session's own rows ask for (FTP data is linked later)
+
+
 def _plan(tables: dict[str, pa.Table]) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per session uid, what to carve from it (only sessions that carried bodies or transfers)."""
+    return _plan_rows({name: _rows(tables, name, cols) for name, cols in _PLAN_COLS.items()})
+
+
+def _plan_rows(rows: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """:func:`_plan` from rows as dicts (a missing column reads as None)."""
     jobs: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    body_cols = ("uid", "trans_depth", "is_orig", "content_type", "content_encoding", "transfer_encoding",
-                 "content_length", "filename", "stream_start", "stream_end", "wire_len", "missing_bytes",
-                 "record_offset", "record_id")
-    for r in _rows(tables, "http_bodies", body_cols):
-        if (r["stream_start"] or 0) < (r["stream_end"] or 0):
-            jobs[r["uid"]]["http"].append(r)
-    for r in _rows(tables, "http", ("uid", "trans_depth", "method", "host", "uri", "status_code")):
+    for r in rows.get("http_bodies", ()):
+        if (r.get("stream_start") or 0) < (r.get("stream_end") or 0):
+            jobs[r["uid"]]["http"].append({c: r.get(c) for c in _PLAN_COLS["http_bodies"]})
+    for r in rows.get("http", ()):
         if r["uid"] in jobs:
-            jobs[r["uid"]]["tx"].append(r)
-    for r in _rows(tables, "smb_files", ("uid", "fuid", "named_pipe")):
-        if r["fuid"] and not r["named_pipe"] and not jobs[r["uid"]]["smb"]:
+            jobs[r["uid"]]["tx"].append({c: r.get(c) for c in _PLAN_COLS["http"]})
+    for r in rows.get("smb_files", ()):
+        if r.get("fuid") and not r.get("named_pipe") and not jobs[r["uid"]]["smb"]:
             jobs[r["uid"]]["smb"].append(r)
-    for r in _rows(tables, "ftp", ("uid", "ts", "command", "arg", "file_size", "fuid", "data_uid")):
-        if r["data_uid"] and r["command"] in _FTP_FILE_CMDS:
+    for r in rows.get("ftp", ()):
+        if r.get("data_uid") and r.get("command") in _FTP_FILE_CMDS:
             jobs[r["data_uid"]]["ftp"].append(r)
-    for r in _rows(tables, "smtp", ("uid", "trans_depth", "fuids", "body_len")):
-        if r["body_len"]:
-            jobs[r["uid"]]["smtp"].append(r)
+    for r in rows.get("smtp", ()):
+        if r.get("body_len"):
+            jobs[r["uid"]]["smtp"].append({c: r.get(c) for c in _PLAN_COLS["smtp"]})
     return jobs
+
+
+class InlineCarver:
+    """Carving inside the second pass: a session's files while its reassembled bytes are at hand.
+
+    :func:`forensics.apps.reconstruct` asks the protocol parsers for a session's
+    rows and, right after, hands the session here: its HTTP bodies, SMB files and
+    SMTP messages are carved from the same :class:`SessionData`, so the packet
+    index is not read and the session not reassembled a second time. What needs
+    every session first (FTP data connections, tied to their command at the end
+    of the pass; HTTP range pieces put together across sessions) is left to
+    :func:`carve_capture`, which takes :meth:`result` as its starting point.
+
+    Args:
+        store_root: the case's store folder (``<case>/carved``).
+        evidence_id: the evidence.
+        out: where warnings go (the pass's emitter, or an ingest context).
+        conn: per session uid, its ``orig_h``, ``orig_p``, ``resp_h``, ``resp_p``.
+        limits: bounds (default :class:`Limits`).
+    """
+
+    WATCH = ("http_bodies", "http", "smb_files", "smtp")
+
+    def __init__(self, store_root: Path, evidence_id: str, out: Any, conn: Any, limits: Limits | None = None):
+        self.sink = Sink(Path(store_root), evidence_id, out, conn, limits or Limits())
+        self.pieces: dict[tuple, list[_carve_http.RangePiece]] = {}
+        self.http_fuids: dict[tuple[str, int, bool], list[str]] = {}
+        self.done: set[str] = set()
+
+    def mark(self, rows: dict[str, list[dict[str, Any]]]) -> tuple[int, ...]:
+        """Where the watched tables' row lists stand before a session is parsed."""
+        return tuple(len(rows.get(t, ())) for t in self.WATCH)
+
+    def after(self, uid: str, sd: SessionData, rows: dict[str, list[dict[str, Any]]],
+              mark: tuple[int, ...]) -> None:
+        """Carve what the rows emitted since ``mark`` (this session's) say it carried."""
+        new = {t: rows.get(t, [])[m:] for t, m in zip(self.WATCH, mark, strict=True)}
+        if not (new["http_bodies"] or new["smb_files"] or new["smtp"]):
+            return
+        job = _plan_rows(new).get(uid)
+        if not job:
+            return
+        self.done.add(uid)
+        _carve_guarded(self.sink, uid, sd, job, self.pieces, self.http_fuids)
+
+    def result(self) -> dict[str, Any]:
+        """What was carved, for :func:`carve_capture` (picklable: shares of the pass send it back)."""
+        return {"rows": list(self.sink.rows.items()), "notes": self.sink.notes, "pieces": self.pieces,
+                "http_fuids": self.http_fuids, "done": self.done}
+
+
+def merge_inline(parts: list[dict[str, Any]], ctx: Any) -> dict[str, Any] | None:
+    """The :meth:`InlineCarver.result` of each share of a pass, as one pass would have made it.
+
+    Shares carve disjoint sessions, so a file id can only repeat if two sessions'
+    protocol rows named the same one; the later file is then given a new id (and
+    its children and HTTP links follow), with a warning.
+    """
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    rows: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    out: dict[str, Any] = {"notes": {}, "pieces": {}, "http_fuids": {}, "done": set()}
+    for part in parts:
+        rename: dict[str, str] = {}
+        for fuid, pair in part["rows"]:
+            if fuid in rows:
+                new = "F" + hashlib.sha256(repr((fuid, pair[0].get("uid"), len(rows))).encode()).hexdigest()[:17]
+                rename[fuid] = new
+                ctx.warn(None, "carve_fuid_collision", f"file id {fuid} given twice; the later file is {new}",
+                         severity="info")
+        for fuid, (frow, crow) in part["rows"]:
+            for row in (frow, crow):
+                for col in ("fuid", "parent_fuid"):
+                    if row.get(col) in rename:
+                        row[col] = rename[row[col]]
+            rows[rename.get(fuid, fuid)] = (frow, crow)
+        for key, fuids in part["http_fuids"].items():
+            out["http_fuids"][key] = [rename.get(f, f) for f in fuids]
+        for key, ps in part["pieces"].items():
+            out["pieces"].setdefault(key, []).extend(ps)
+        out["notes"].update(part["notes"])
+        out["done"] |= part["done"]
+    out["rows"] = rows
+    return out
 
 
 def _ftp_name(arg: str | None) -> str | None:
@@ -147,6 +248,7 @@ def carve_capture(
     store_root: str | Path,
     evidence_id: str | None = None,
     limits: Limits | None = None,
+    pre: dict[str, Any] | None = None,
 ) -> dict[str, pa.Table]:
     """Carve every file of one capture file (pure: no database; bytes go to ``store_root``).
 
@@ -160,6 +262,9 @@ def carve_capture(
         store_root: the case's store folder, ``<case>/carved``.
         evidence_id: the evidence (default: ``ctx.evidence_id``).
         limits: bounds (default :class:`Limits`).
+        pre: what the pass carved already (:func:`merge_inline`): those sessions'
+            own files are not carved again; only what needed the whole pass is
+            (FTP data connections, HTTP range pieces put together).
 
     Returns:
         ``files`` and ``carved_files`` (when anything was carved), and ``http`` with
@@ -167,44 +272,60 @@ def carve_capture(
     """
     t0 = time.perf_counter()
     plan = _plan(tables)
-    if not plan or not sessions.num_rows or not Path(packets).exists():
+    pre = pre or {}
+    for uid in pre.get("done", ()):
+        job = plan.get(uid)
+        if job is not None:
+            for name in _SESSION_JOBS:
+                job.pop(name, None)
+            if not job:
+                del plan[uid]
+    if not (plan or pre.get("rows") or pre.get("pieces")):
         return {}
     uids = sessions.column("uid").to_pylist()
     wanted = [i for i, u in enumerate(uids) if u in plan]
-    if not wanted:
+    if not (wanted or pre.get("rows") or pre.get("pieces")):
         return {}
     sid_of = {uids[i]: k for k, i in enumerate(wanted)}
-    last = sessions.column("last_frame").fill_null(0).to_numpy(zero_copy_only=False)[wanted]
+    pieces: dict[tuple, list[_carve_http.RangePiece]] = pre.get("pieces", {})
+    need = set(plan) | {p.uid for ps in pieces.values() for p in ps}  # range files name their session
     conn = {uids[i]: {c: sessions.column(c)[i].as_py() for c in ("orig_h", "orig_p", "resp_h", "resp_p")}
-            for i in wanted}
+            for i, u in enumerate(uids) if u in need}
     sink = Sink(Path(store_root), evidence_id or ctx.evidence_id, ctx, conn, limits or Limits())
-    pieces: dict[tuple, list[_carve_http.RangePiece]] = {}
-    http_fuids: dict[tuple[str, int, bool], list[str]] = {}
+    sink.rows.update(pre.get("rows", {}))
+    sink.notes.update(pre.get("notes", {}))
+    http_fuids: dict[tuple[str, int, bool], list[str]] = pre.get("http_fuids", {})
     names = [uids[i] for i in wanted]
-    with Evidence(evidence_path) as ev:
-        for rows in iter_finished(Path(packets), sid_of, np.ascontiguousarray(last)):
-            built, _stats = build_sessions(rows, ev, conflicts=False)
-            for k, sd in sorted(built.items()):
-                uid = names[k]
-                try:
-                    _carve_one(sink, uid, sd, plan[uid], pieces, http_fuids)
-                except (OSError, MemoryError):
-                    raise
-                except Exception as exc:  # one hostile session must not cost the files of the others
-                    log.exception("carving session %s failed", uid)
-                    sink.warn(uid, "carve_error", f"carving stopped: {type(exc).__name__}: {exc}",
-                              severity="error")
-            del built
-            ev.release()
+    if wanted and Path(packets).exists():
+        last = sessions.column("last_frame").fill_null(0).to_numpy(zero_copy_only=False)[wanted]
+        with Evidence(evidence_path) as ev:
+            for rows in iter_finished(Path(packets), sid_of, np.ascontiguousarray(last)):
+                built, _stats = build_sessions(rows, ev, conflicts=False)
+                for k, sd in sorted(built.items()):
+                    _carve_guarded(sink, names[k], sd, plan[names[k]], pieces, http_fuids)
+                del built
+                ev.release()
     _carve_http.assemble_ranges(sink, pieces)
     out: dict[str, pa.Table] = {}
     if sink.rows:
         out.update(filestore.rows_to_tables(sink.rows.values()))
     if http_fuids and tables.get("http") is not None:
         out["http"] = _with_http_fuids(tables["http"], http_fuids)
-    log.info("carved %d files from %d sessions of %s in %.2f s", len(sink.rows), len(wanted),
+    log.info("carved %d files (%d sessions after the pass) of %s in %.2f s", len(sink.rows), len(wanted),
              Path(evidence_path).name, time.perf_counter() - t0)
     return out
+
+
+def _carve_guarded(sink: Sink, uid: str, sd: SessionData, job: dict[str, list[dict[str, Any]]],
+                   pieces: dict[tuple, list[_carve_http.RangePiece]],
+                   http_fuids: dict[tuple[str, int, bool], list[str]]) -> None:
+    try:
+        _carve_one(sink, uid, sd, job, pieces, http_fuids)
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # one hostile session must not cost the files of the others
+        log.exception("carving session %s failed", uid)
+        sink.warn(uid, "carve_error", f"carving stopped: {type(exc).__name__}: {exc}", severity="error")
 
 
 def _carve_one(sink: Sink, uid: str, sd: SessionData, job: dict[str, list[dict[str, Any]]],
@@ -225,6 +346,19 @@ def _carve_one(sink: Sink, uid: str, sd: SessionData, job: dict[str, list[dict[s
         _carve_ftp(sink, uid, sd, job["ftp"])
 
 
+def store_for(case: Case | None, packets: str | Path) -> Path | None:
+    """The store carved files go to: ``<case>/carved`` (None: not carving here).
+
+    In the engine's parse stage (``case`` None) it is the case folder holding the
+    staging folder of ``packets``; a read-only case is not carved into.
+    """
+    if case is None:
+        return _staging_store(packets)
+    if getattr(case, "read_only", False):
+        return None
+    return case.path / "carved"
+
+
 def _staging_store(packets: str | Path) -> Path | None:
     """``<case>/carved`` for a packet index staged anywhere under ``<case>/.staging/``."""
     for parent in list(Path(packets).resolve().parents)[:4]:
@@ -242,6 +376,7 @@ def after_reconstruct(
     packets: str | Path,
     sessions: pa.Table,
     evidence_path: str | Path,
+    pre: dict[str, Any] | None = None,
 ) -> dict[str, pa.Table]:
     """Carve at the end of :func:`forensics.apps.reconstruct`; returns tables to merge into its result.
 
@@ -250,20 +385,19 @@ def after_reconstruct(
     ``carved_files`` rows come back to be staged with the rest. When ``case``
     is given (:func:`forensics.apps.reconstruct_case`) the evidence's carved
     rows are replaced in the case directly, so that running it again adds no
-    duplicates; only ``http`` (with its file ids) comes back.
+    duplicates; only ``http`` (with its file ids) comes back. ``pre`` is what
+    the pass carved already (:func:`merge_inline`).
     """
-    if case is None:
-        root = _staging_store(packets)
-        if root is None:
+    root = store_for(case, packets)
+    if root is None:
+        if case is None:
             ctx.warn(None, "carve_skipped", "files not carved: the packet index is not staged inside a case",
                      severity="info")
-            return {}
-        return carve_capture(ctx, tables, packets=packets, sessions=sessions, evidence_path=evidence_path,
-                             store_root=root, evidence_id=evidence_id)
-    if getattr(case, "read_only", False):
         return {}
     out = carve_capture(ctx, tables, packets=packets, sessions=sessions, evidence_path=evidence_path,
-                        store_root=case.path / "carved", evidence_id=evidence_id)
+                        store_root=root, evidence_id=evidence_id, pre=pre)
+    if case is None:
+        return out
     _replace_rows(case, evidence_id, out)
     return {k: v for k, v in out.items() if k not in CARVE_TABLES}
 

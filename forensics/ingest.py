@@ -334,15 +334,6 @@ def _second_pass(ctx: IngestContext, path: Path, packets: Path, sessions: Path,
 
     app = reconstruct(None, ctx.evidence_id, ctx, packets=packets,
                       sessions=pq.read_table(sessions), evidence_path=path)
-    if "files" not in app:
-        # Carve the files the sessions carried into the case's content-addressed store
-        # (<case>/carved; the staging folder is <case>/.staging/...): writing a blob is
-        # idempotent, the rows are staged like every other table.
-        from forensics.carve import carve_capture
-
-        staging = next(p for p in packets.parents if p.name == ".staging")
-        app.update(carve_capture(ctx, app, packets=packets, sessions=app["sessions"],
-                                 evidence_path=path, store_root=staging.parent / "carved"))
     pq.write_table(app.pop("sessions"), sessions, compression="lz4")  # service filled in
     for name, tbl in app.items():
         stager.add(name, tbl)

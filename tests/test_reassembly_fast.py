@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 import dpkt
+import pyarrow as pa
 import pyarrow.parquet as pq
 from _pcapbuild import T0, eth, udp_pkt, write_pcap
 from _protobuild import Conv
@@ -141,9 +142,10 @@ def test_dns_bulk_equals_parser(tmp_path, monkeypatch):
     assert fast[0]["dns"].num_rows > 600 and any(w["code"] == "dns_malformed" for w in fast[1])
 
 
-def test_shared_pass_equals_one_pass(tmp_path, monkeypatch):
+def _mix(tmp_path: Path, ranges: bool = False) -> Path:
+    """HTTP, FTP (data channel tied later), DNS, conflicts and gaps, interleaved in time."""
     rng = random.Random(9)
-    convs, udps = [], []
+    convs, udps, edges = [], [], []
     for i in range(120):
         port = 41000 + i
         if i % 10 == 0:  # FTP control and data channel, tied together after all sessions
@@ -159,6 +161,14 @@ def test_shared_pass_equals_one_pass(tmp_path, monkeypatch):
             ctl.send(False, b"226 done\r\n").close()
             ctl.frames[cut:cut] = data.frames  # the data channel opens after the command
             convs.append(ctl)
+        elif ranges and i in (1, 119):  # one resource fetched in two ranges, far apart in the capture
+            half = b"0123456789" * 10 if i == 1 else b"abcdefghij" * 10
+            first = i == 1
+            c = Conv("10.0.0.3", "10.0.0.4", port, 80).send(True, b"GET /big HTTP/1.1\r\nHost: r\r\n\r\n")
+            crange = b"bytes 0-99/200" if first else b"bytes 100-199/200"
+            c.send(False, b"HTTP/1.1 206 Partial Content\r\nContent-Range: " + crange
+                   + b"\r\nContent-Length: 100\r\n\r\n" + half).close()
+            edges.append(c)
         elif i % 3 == 0:  # overlapping copies with different bytes: a conflict and its warning
             c = Conv("10.0.0.7", "10.0.0.8", port, 8080)
             c.seg(True, 0, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").seg(True, 4, b"XY")
@@ -175,12 +185,17 @@ def test_shared_pass_equals_one_pass(tmp_path, monkeypatch):
         q = dpkt.dns.DNS(id=i, op=dpkt.dns.DNS_RD, qd=[dpkt.dns.DNS.Q(name=f"h{i}.example.com", type=1)])
         udps.append(bytes(udp_pkt("10.0.0.3", "10.0.0.53", 50000 + i, 53, bytes(q))))
     # interleave the conversations' frames so that sessions overlap in time
-    frames: list[bytes] = []
+    frames: list[bytes] = list(edges[0].frames) if edges else []
     queues = [list(c.frames) for c in convs] + [[u] for u in udps]
     while any(queues):
         q = rng.choice([q for q in queues if q])
         frames.append(q.pop(0))
-    cap = write_pcap(tmp_path / "mix.pcap", [eth(f) for f in frames])
+    frames += edges[1].frames if edges else []  # the ranges: first and last, so in different shares
+    return write_pcap(tmp_path / "mix.pcap", [eth(f) for f in frames])
+
+
+def test_shared_pass_equals_one_pass(tmp_path, monkeypatch):
+    cap = _mix(tmp_path)
     packets, sessions = _stage(cap, tmp_path, row_group=97)
     _no_carving(monkeypatch)
     monkeypatch.setattr(index, "BATCH_ROWS", 200)
@@ -205,3 +220,47 @@ def test_shared_pass_equals_one_pass(tmp_path, monkeypatch):
     assert out["ftp"].column("data_uid").null_count < out["ftp"].num_rows
     assert "ftp-data" in out["sessions"].column("service").to_pylist()
 
+
+
+def _unclocked(tbl: pa.Table) -> pa.Table:
+    """The table without ``stored_at`` (when the store wrote a file: the wall clock)."""
+    return tbl.drop_columns([c for c in ("stored_at",) if c in tbl.column_names])
+
+
+def test_carving_in_the_pass_equals_carving_after_it(tmp_path, monkeypatch):
+    """Files carved while the pass has each session at hand (in one process, or shared out
+    over three) are the files a separate carving pass over the packet index finds."""
+    import forensics.carve as carve
+
+    cap = _mix(tmp_path, ranges=True)
+    case_dir = tmp_path / "case"
+    (case_dir / ".staging").mkdir(parents=True)
+    (case_dir / "case.duckdb").touch()  # what makes the staging folder a case's (its store: case/carved)
+    st = parse_file(cap, case_dir / ".staging" / "s1", protocols=False)
+    packets, sessions = st.packets, st.tables["sessions"][0]
+    pq.write_table(pq.read_table(packets), packets, row_group_size=97)
+    monkeypatch.setattr(index, "BATCH_ROWS", 200)
+    monkeypatch.setattr(index, "MIN_BATCH_ROWS", 200)
+    monkeypatch.setattr(apps, "SPLIT_MIN_ROWS", 0)
+    monkeypatch.setattr(apps, "_split", lambda p: 3)
+    shared = _run(packets, sessions, cap)
+    monkeypatch.setattr(apps, "_split", lambda p: 1)
+    one = _run(packets, sessions, cap)
+    _same(*(({k: _unclocked(v) for k, v in r[0].items()}, r[1]) for r in (shared, one)))
+    out = one[0]
+    # independent of the pass: carve from the packet index afterwards, as carve_case does
+    ctx = IngestContext(path=cap, evidence_id="e1")
+    after = carve.carve_capture(ctx, {k: v for k, v in out.items() if k not in carve.CARVE_TABLES},
+                                packets=packets, sessions=out["sessions"], evidence_path=cap,
+                                store_root=case_dir / "carved", evidence_id="e1")
+    for name in ("files", "carved_files"):
+        got, want = _unclocked(out[name]).sort_by("fuid"), _unclocked(after[name]).sort_by("fuid")
+        assert got.equals(want), name
+    assert out["http"].equals(after["http"])
+    files = out["files"].to_pylist()
+    names = {r["fuid"]: r for r in out["carved_files"].to_pylist()}
+    assert len(files) > 60 and {"http", "ftp"} <= {r["protocol"] for r in names.values()}
+    whole = [r for r in files if r["total_bytes"] == 200]
+    assert len(whole) == 1  # the two ranges, from sessions in different shares, put together
+    data = (case_dir / names[whole[0]["fuid"]]["path"]).read_bytes()
+    assert data == b"0123456789" * 10 + b"abcdefghij" * 10
