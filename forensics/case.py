@@ -5,7 +5,7 @@ Layout::
     CASE_DIR/
       case.duckdb                 catalog and the DuckDB tables (evidence, sessions, ...)
       parquet/<table>/evidence_id=<id>/part-0.parquet   large per-evidence tables
-      carved/ab/cd/<sha256>       content-addressed carved files
+      carved/ab/<sha256>          content-addressed carved files
       reports/                    rendered reports
 
 Evidence is registered (hashed) before it is read and is only ever opened for

@@ -1,4 +1,4 @@
-"""The content-addressed file store of a case: ``carved/ab/cd/<sha256>``.
+"""The content-addressed file store of a case: ``carved/ab/<sha256>``.
 
 Carvers (HTTP, SMB, FTP, SMTP, ...) hand the bytes of each transferred file to
 :func:`store`. The bytes are written once per content, under a path made only
@@ -70,7 +70,7 @@ class FileRecord:
         sha1: SHA-1 of the stored bytes.
         size: bytes stored.
         path: absolute path of the content in the store.
-        relpath: the same, relative to the case directory (``carved/ab/cd/<sha256>``).
+        relpath: the same, relative to the case directory (``carved/ab/<sha256>``).
         mime_type: MIME type from the magic number.
         filetype: short type name (``EXE``, ``PDF``, ...; empty when none fits).
         description: what the magic number says, in words.

@@ -103,7 +103,7 @@ def _rel(p: Path) -> str:
 
 
 def _blob(case: forensics.Case, sha256: str) -> bytes:
-    return (case.path / "carved" / sha256[:2] / sha256[2:4] / sha256).read_bytes()
+    return (case.path / "carved" / sha256[:2] / sha256).read_bytes()
 
 
 # ---- 1. every EICAR of suricata-verify ------------------------------------------------------------

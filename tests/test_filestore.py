@@ -45,8 +45,8 @@ def test_eicar_is_stored_by_content_with_its_hashes(case):
                 expected_size=68)
     assert (rec.md5, rec.sha256, rec.size) == (EICAR_MD5, EICAR_SHA256, 68)
     assert rec.sha1 == hashlib.sha1(EICAR).hexdigest()
-    assert rec.path == case.path / "carved" / "27" / "5a" / EICAR_SHA256 == content_path(case, EICAR_SHA256)
-    assert rec.relpath == f"carved/27/5a/{EICAR_SHA256}"
+    assert rec.path == case.path / "carved" / "27" / EICAR_SHA256 == content_path(case, EICAR_SHA256)
+    assert rec.relpath == f"carved/27/{EICAR_SHA256}"
     assert rec.path.read_bytes() == EICAR
     assert not os.access(rec.path, os.W_OK) or os.geteuid() == 0  # read-only (root may write anyway)
     assert rec.path.stat().st_mode & 0o777 == 0o444
@@ -70,7 +70,7 @@ def test_same_content_is_written_once_and_same_transfer_recorded_once(case):
     assert len(case.sql("SELECT * FROM files")) == 2 and len(case.sql("SELECT * FROM carved_files")) == 2
     files = [p for p in (case.path / "carved").rglob("*") if p.is_file()]
     assert files == [a.path]
-    assert not any((case.path / "carved" / ".tmp").iterdir())
+    assert not any(p.is_file() for p in (case.path / "carved" / ".tmp").rglob("*"))
 
 
 def test_batch_writes_rows_once_at_the_end(case):
@@ -243,7 +243,7 @@ def test_a_tampered_store_is_refused(case, tmp_path):
     with pytest.raises(CaseError, match="tampered"):
         store(case, data, claimed_name="x")
     assert list(outside.iterdir()) == []
-    assert not any((case.path / "carved" / ".tmp").iterdir())
+    assert not any(p.is_file() for p in (case.path / "carved" / ".tmp").rglob("*"))
 
 
 def test_content_path_takes_only_hex():

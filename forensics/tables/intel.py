@@ -23,7 +23,7 @@ CARVED_FILES = declare(Table(
     (
         C("fuid", "VARCHAR", "file id: deterministic from the transfer and the content (joins files.fuid)"),
         C("sha256", "VARCHAR", "SHA-256 of the stored bytes (the store path is derived from it)"),
-        C("path", "VARCHAR", "store path relative to the case directory: carved/ab/cd/<sha256>"),
+        C("path", "VARCHAR", "store path relative to the case directory: carved/ab/<sha256>"),
         C("size", "BIGINT", "bytes stored"),
         C("mime_type", "VARCHAR", "MIME type from the content's magic number"),
         C("filetype", "VARCHAR", "short type name (EXE, ELF, PDF, ZIP, ...) as YARA rule sets expect"),
