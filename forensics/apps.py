@@ -716,8 +716,9 @@ def reconstruct(
     packets: str | Path | None = None,
     sessions: pa.Table | None = None,
     evidence_path: str | Path | None = None,
+    carve: bool = True,
 ) -> dict[str, pa.Table]:
-    """Reassemble and parse every session of one capture file.
+    """Reassemble and parse every session of one capture file, and carve the files they carried.
 
     Args:
         case: the case, used only to find the packet index and the sessions when they
@@ -728,6 +729,9 @@ def reconstruct(
             the engine passes the not yet published ``net.tmp_path``).
         sessions: the evidence's sessions (default: read from the case).
         evidence_path: the capture file (default: ``ctx.path``).
+        carve: carve files into the case's store (:mod:`forensics.carve`): inside
+            the pass, while each session's bytes are at hand, and at its end what
+            needs every session (FTP data, HTTP range pieces).
 
     Returns:
         Tables by name: each of :data:`APP_TABLES` that got rows, and ``sessions``
@@ -756,7 +760,8 @@ def reconstruct(
     with _young_gc():
         from forensics.carve import after_reconstruct, merge_inline, store_for
 
-        work = _Pass(sessions, evidence_id, path, Path(packets), carve_root=store_for(case, packets))
+        root = store_for(case, packets) if carve else None
+        work = _Pass(sessions, evidence_id, path, Path(packets), carve_root=root)
         done = _run_shares(shares, lambda k: work.run(k, shares))
         result, services, missed = _merge(ctx, done, n)
         carved = merge_inline([part["carved"] for part in done], ctx)
@@ -771,9 +776,9 @@ def reconstruct(
     sessions = sessions.set_column(i, "missed_bytes", new_missed.cast(sessions.schema.field(i).type))
     result["sessions"] = sessions
     log.info("reconstructed %d sessions of %s in %.2f s", n, path.name, time.perf_counter() - t0)
-    # files, carved_files (and http with its fuids): what needed the whole pass, and the tables
-    result.update(after_reconstruct(case, evidence_id, ctx, result, packets=packets, sessions=sessions,
-                                    evidence_path=path, pre=carved))
+    if carve:  # files, carved_files (and http with its fuids): what needed the whole pass, and the tables
+        result.update(after_reconstruct(case, evidence_id, ctx, result, packets=packets, sessions=sessions,
+                                        evidence_path=path, pre=carved))
     return result
 
 

@@ -200,7 +200,7 @@ class Case:
         self, *paths: str | Path, fmt: str | None = None, strict: bool = False,
         progress: bool | Callable[[Path, int], None] = False, md5: bool = False,
         workers: int = 1, executor: str = "auto", scheduler: str | None = None,
-        options: dict[str, Any] | None = None, protocols: bool = True,
+        options: dict[str, Any] | None = None, protocols: bool = True, carve: bool = True,
     ) -> list[IngestResult]:
         """Register and ingest evidence files or folders.
 
@@ -229,6 +229,9 @@ class Case:
             protocols: reassemble TCP streams and parse HTTP, DNS, TLS, SMB, FTP,
                 SMTP, SSH, Kerberos, RDP and DCE/RPC (False: packet index and
                 sessions only, about three times faster).
+            carve: with ``protocols``, carve the files the sessions carried into
+                the case's store (False: skip it, for a faster first look; carve
+                later with :func:`forensics.carve.carve_case` or ``breachbook carve``).
 
         Returns:
             One :class:`~forensics.ingest.IngestResult` per file.
@@ -254,7 +257,7 @@ class Case:
         try:
             return ingest_parallel(self, list(paths), workers=workers, executor=executor,
                                    scheduler=scheduler, fmt=fmt, md5=md5, strict=strict,
-                                   progress=report, options=options, protocols=protocols)
+                                   progress=report, options=options, protocols=protocols, carve=carve)
         finally:
             if bar is not None:
                 bar.close()

@@ -64,7 +64,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
             res = case.ingest(f, fmt=args.format, strict=args.strict, progress=cb, md5=args.md5,
                               workers=args.workers, executor=args.executor, scheduler=args.scheduler,
-                              options=_options(args), protocols=not args.packets_only)
+                              options=_options(args), protocols=not args.packets_only,
+                              carve=not args.no_carve)
             results.extend(res)
             done_before += f.stat().st_size
             bar.update(done_before - bar.n)
@@ -202,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parse in this many processes")
     s.add_argument("--packets-only", action="store_true",
                    help="packet index and sessions only: no reassembly or protocol parsing")
+    s.add_argument("--no-carve", action="store_true",
+                   help="reassemble and parse protocols, but carve no files (later: breachbook carve)")
     s.add_argument("--executor", choices=["auto", "serial", "process", "dask"], default="auto")
     s.add_argument("--scheduler", help="Dask scheduler address (with --executor dask)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -232,7 +232,7 @@ def parse_file(
     path: Path, work: Path, *, fmt: str | None = None, strict: bool = False,
     known: frozenset[str] = frozenset(), progress: Callable[[int], None] | None = None,
     md5: bool = False, net: NetPipeline | None = None, final: bool = True,
-    options: dict[str, Any] | None = None, protocols: bool = True,
+    options: dict[str, Any] | None = None, protocols: bool = True, carve: bool = True,
 ) -> Staged:
     """Parse one evidence file into staged Parquet under ``work`` (no database).
 
@@ -250,6 +250,8 @@ def parse_file(
         protocols: reassemble TCP streams and parse application protocols (HTTP,
             DNS, TLS, SMB, ...) after the packet pass; False for the packet index
             and sessions only.
+        carve: with ``protocols``, carve the files the sessions carried into the
+            store of the case that holds ``work``.
 
     Returns:
         What was staged.
@@ -303,7 +305,7 @@ def parse_file(
             staged.packets, sessions = net.end_file(final=final)
             if sessions is not None:
                 if protocols:
-                    _second_pass(ctx, path, staged.packets, sessions, stager)
+                    _second_pass(ctx, path, staged.packets, sessions, stager, carve=carve)
                 stager.paths.setdefault("sessions", []).append(sessions)
             staged.records = net.frames
         staged.tables = stager.close()
@@ -328,12 +330,12 @@ def parse_file(
 
 
 def _second_pass(ctx: IngestContext, path: Path, packets: Path, sessions: Path,
-                 stager: _TableStager) -> None:
-    """Reassembly and protocol parsing over the staged packet index (no database)."""
+                 stager: _TableStager, *, carve: bool = True) -> None:
+    """Reassembly, protocol parsing and carving over the staged packet index (no database)."""
     from forensics.apps import reconstruct
 
     app = reconstruct(None, ctx.evidence_id, ctx, packets=packets,
-                      sessions=pq.read_table(sessions), evidence_path=path)
+                      sessions=pq.read_table(sessions), evidence_path=path, carve=carve)
     pq.write_table(app.pop("sessions"), sessions, compression="lz4")  # service filled in
     for name, tbl in app.items():
         stager.add(name, tbl)

@@ -63,6 +63,7 @@ class Task:
     current: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     protocols: bool = True
+    carve: bool = True
 
 
 def first_timestamp(path: Path, fmt: str) -> int | None:
@@ -149,7 +150,7 @@ def run_task(task: Task, staging_root: Path, known: frozenset[str], md5: bool = 
         cb = (lambda done, p=path: progress(p, done)) if progress else None
         staged = parse_file(path, work, fmt=task.fmt, strict=strict, known=known, md5=md5,
                             net=net, final=final, progress=cb, options=task.options,
-                            protocols=task.protocols)
+                            protocols=task.protocols, carve=task.carve)
         if net is not None and not final and not staged.skipped:
             # Files that overlap in time are not one stream: end the connections here.
             if nxt < net.last_ts - OVERLAP_TOLERANCE_NS:
@@ -196,7 +197,7 @@ def ingest_parallel(
     scheduler: str | None = None, fmt: str | None = None, md5: bool = False, strict: bool = False,
     on_result: Callable[[IngestResult], None] | None = None,
     progress: Callable[[Path, int], None] | None = None,
-    options: dict[str, Any] | None = None, protocols: bool = True,
+    options: dict[str, Any] | None = None, protocols: bool = True, carve: bool = True,
 ) -> list[IngestResult]:
     """Plan, parse (serially, in a process pool, or on Dask) and commit evidence.
 
@@ -213,6 +214,7 @@ def ingest_parallel(
         progress: called with (file, bytes read) while parsing in this process.
         options: source options (``year``, ``tz`` for logs without them).
         protocols: reassemble and parse application protocols (default True).
+        carve: with ``protocols``, carve the files sessions carried (default True).
 
     Returns:
         One result per file.
@@ -221,6 +223,7 @@ def ingest_parallel(
     for t in tasks:
         t.options = dict(options or {})
         t.protocols = protocols
+        t.carve = carve
     known = case.ingested_sha256()
     if executor == "auto":
         executor = "process" if workers > 1 and len(tasks) > 1 else "serial"

@@ -2,10 +2,12 @@
 
 ::
 
+    breachbook carve CASE_DIR [--evidence ID]
     breachbook scan CASE_DIR [--rules PATH...] [--timeout S] [--no-triage]
     breachbook ioc CASE_DIR FEED... [--name NAME] [--kind KIND] [--ignore-validity]
 
-``scan`` compiles each rule file on its own (the bundled ``data/rules`` when no
+``carve`` carves the files of captures ingested with ``--no-carve`` (or again,
+replacing their rows; the store keeps one copy of each content). ``scan`` compiles each rule file on its own (the bundled ``data/rules`` when no
 ``--rules`` is given), lists the ones that fail and why, scans every file in the
 case's store, writes ``yara_hits`` and triages the PE files into ``pe_info``.
 ``ioc`` imports each feed (plain list, CSV, STIX 2.1, MISP JSON) and matches every
@@ -20,7 +22,21 @@ from typing import Any
 
 from forensics.errors import BreachbookError
 
-__all__ = ["add_parser", "cmd_ioc", "cmd_scan"]
+__all__ = ["add_parser", "cmd_carve", "cmd_ioc", "cmd_scan"]
+
+
+def cmd_carve(args: argparse.Namespace) -> int:
+    """Carve the files the case's captures carried into its store; print files per capture."""
+    from forensics import open_case
+    from forensics.carve import carve_case
+
+    with open_case(args.case, create=False) as case:
+        counts = carve_case(case, args.evidence)
+        names = dict(case.sql("SELECT evidence_id, path FROM evidence").itertuples(index=False))
+        for eid, n in counts.items():
+            print(f"{n:8,} file(s)  {eid}  {names.get(eid, '')}")
+        print(f"{sum(counts.values()):8,} file(s) carved from {len(counts)} capture(s)")
+    return 0
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -77,7 +93,12 @@ def cmd_ioc(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    """Add ``scan`` and ``ioc`` to the ``breachbook`` command's subparsers."""
+    """Add ``carve``, ``scan`` and ``ioc`` to the ``breachbook`` command's subparsers."""
+    s = subparsers.add_parser("carve", help="carve the files sessions carried (after ingest --no-carve)")
+    s.add_argument("case", help="case directory")
+    s.add_argument("--evidence", metavar="ID", help="one evidence id (default: every capture)")
+    s.set_defaults(func=cmd_carve)
+
     s = subparsers.add_parser("scan", help="YARA-scan and triage the case's carved files")
     s.add_argument("case", help="case directory")
     s.add_argument("--rules", nargs="+", metavar="PATH",

@@ -372,3 +372,27 @@ def test_sequence_jump_is_not_filled_with_gigabytes_of_zeros(case, tmp_path):
     assert f["seen_bytes"] == 100 and f["extracted_size"] == 100 and f["complete"] is False
     assert f["missing_bytes"] >= 1 << 30
     assert "carve_fill_cap" in set(case.warnings()["code"])
+
+
+def test_ingest_without_carving_then_breachbook_carve(tmp_path, capsys):
+    from forensics import open_case
+    from forensics.cli import main
+
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 68\r\n\r\n" + EICAR
+    cap = write(tmp_path / "c.pcap", Conv().send(True, b"GET /e HTTP/1.1\r\nHost: h\r\n\r\n").send(False, resp)
+                .close())
+    case_dir = tmp_path / "case"
+    assert main(["ingest", "-q", "--no-carve", str(case_dir), str(cap)]) == 0
+    with open_case(case_dir) as case:
+        assert case.sql("SELECT count(*) AS n FROM carved_files")["n"][0] == 0
+        assert case.sql("SELECT count(*) AS n FROM http_bodies")["n"][0] == 1  # protocols were parsed
+        assert case.sql("SELECT resp_fuids IS NULL AS none FROM http")["none"][0]
+    assert not any(p.is_file() for p in (case_dir / "carved").rglob("*"))
+    capsys.readouterr()
+    assert main(["carve", str(case_dir)]) == 0
+    assert "1 file(s) carved from 1 capture(s)" in capsys.readouterr().out
+    with open_case(case_dir) as case:
+        (row,) = _files(case)
+        assert row["md5"] == EICAR_MD5
+        assert (case_dir / row["path"]).read_bytes() == EICAR
+        assert case.sql("SELECT resp_fuids FROM http")["resp_fuids"][0].tolist() == [row["fuid"]]

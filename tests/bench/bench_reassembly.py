@@ -3,20 +3,18 @@
 Generates the deterministic benchmark capture (tests/bench/gen_capture.py), then
 times, each in its own process:
 
-* ``tcpflow -r`` (stream reconstruction only, files written to a scratch folder),
-* Breachbook: the packet pass, reassembly of every TCP session and the protocol
-  parsers (HTTP, DNS, TLS, SMB, ...), file carving, everything committed to a
-  fresh case.
+* ``tcpflow -r`` (stream reconstruction only, a file per flow written to a scratch folder),
+* Breachbook's ingest with reassembly and the protocol parsers (HTTP, DNS, TLS,
+  SMB, ...) but no file carving (``ingest --no-carve``): the work the target is
+  about;
+* Breachbook's default ingest, which also carves every file the sessions carried
+  into the case's store (hashed three ways, entropy, a file each).
 
-and prints wall time, CPU time, peak memory and the ratio (target: no slower
-than 2x tcpflow), with the Breachbook time cut into its parts (packet pass and
-commit; the second pass, timed around the engine's own step, and within it file
-carving, timed around ``carve_capture``). The
-two tools alternate ``--repeat`` times (default 3) so that both see the same
-machine load, and the median run of each is reported. Were the engine not to
-run the reconstruction itself, the Breachbook run calls
-:func:`forensics.apps.reconstruct_case` right after the ingest, in the same
-process and timing.
+and prints wall time, CPU time, peak memory and the ratios (target: no slower
+than 2x tcpflow), with the Breachbook time cut into its parts (the packet pass
+and commit; the second pass: reassembly, protocols and carving, timed around
+the engine's own step). The tools alternate ``--repeat`` times (default 3) so
+that all see the same machine load, and each one's median run is reported.
 
     python tests/bench/bench_reassembly.py --size 1G --out bench-out
 """
@@ -49,46 +47,31 @@ _MEASURE = (
     "sys.stderr.write(r.stderr.decode(errors='replace')[-2000:])\n"
 )
 
-# The Breachbook run: ingest (the engine runs the reconstruction pass inside it; until it
-# did, the pass ran right after), timed as a whole and in its parts: the second pass
-# (reassembly, protocols, file carving, staging their tables) is timed around the
-# engine's own ``_second_pass`` step and carving around ``carve_capture``; the rest of
-# the ingest is the packet pass and the commit.
+# The Breachbook run: ingest, timed as a whole and in its parts: the second pass (reassembly,
+# protocols, carving, staging their tables) is timed around the engine's own ``_second_pass``
+# step; the rest of the ingest is the packet pass and the commit.
 _RUN = (
     "import json, sys, time\n"
-    "from pathlib import Path\n"
     "import forensics, forensics.ingest as fi\n"
-    "from forensics.apps import reconstruct_case\n"
-    "wired = 'reconstruct' in Path(fi.__file__).read_text()\n"
-    "second, carve = [0.0], [0.0]\n"
-    "def _timer(fn, acc):\n"
-    "    def timed(*a, **k):\n"
-    "        t = time.perf_counter()\n"
-    "        try:\n"
-    "            return fn(*a, **k)\n"
-    "        finally:\n"
-    "            acc[0] += time.perf_counter() - t\n"
-    "    return timed\n"
-    "if wired and hasattr(fi, '_second_pass'):\n"
-    "    fi._second_pass = _timer(fi._second_pass, second)\n"
-    "try:\n"
-    "    import forensics.carve as fc\n"
-    "    fc.carve_capture = _timer(fc.carve_capture, carve)\n"
-    "except ImportError:\n"
-    "    pass\n"
+    "second = [0.0]\n"
+    "inner = fi._second_pass\n"
+    "def timed(*a, **k):\n"
+    "    t = time.perf_counter()\n"
+    "    try:\n"
+    "        return inner(*a, **k)\n"
+    "    finally:\n"
+    "        second[0] += time.perf_counter() - t\n"
+    "fi._second_pass = timed\n"
     "t = time.perf_counter()\n"
     "case = forensics.open_case(sys.argv[1])\n"
-    "(res,) = case.ingest(sys.argv[2])\n"
+    "(res,) = case.ingest(sys.argv[2], carve=sys.argv[3] == 'carve')\n"
     "t1 = time.perf_counter()\n"
-    "rows = {} if wired else reconstruct_case(case, res.evidence_id)\n"
-    "t2 = time.perf_counter()\n"
     "n = {t: int(case.sql(f'SELECT count(*) AS n FROM {t}')['n'][0]) for t in "
-    "('http', 'dns', 'tls', 'smb_files', 'stream_gaps')}\n"
-    "second_s = second[0] if wired else t2 - t1\n"
-    "print(json.dumps({'ingest_s': t1 - t, 'reconstruct_s': t2 - t1, 'second_s': second_s,\n"
-    "                  'carve_s': carve[0], 'packet_s': t1 - t - (second[0] if wired else 0.0),\n"
-    "                  'wired': wired, 'rows': n}))\n"
+    "('http', 'dns', 'tls', 'smb_files', 'stream_gaps', 'carved_files')}\n"
+    "print(json.dumps({'ingest_s': t1 - t, 'second_s': second[0], 'packet_s': t1 - t - second[0],\n"
+    "                  'rows': n}))\n"
 )
+TOOLS = ("tcpflow", "breachbook --no-carve", "breachbook")
 
 
 def measure(cmd: list[str]) -> dict:
@@ -130,13 +113,13 @@ def warm() -> None:
 
 
 def bench_one(capture: Path, work: Path, repeat: int = 1) -> dict:
-    """Time tcpflow and Breachbook (ingest + reassembly + protocols) on one capture.
+    """Time tcpflow and Breachbook's ingest (without and with carving) on one capture.
 
-    With ``repeat`` > 1 the two alternate, so both see the same machine load, and
-    each tool's median run (by wall time) is reported, every run kept under ``runs``.
+    With ``repeat`` > 1 the three alternate, so all see the same machine load, and
+    each one's median run (by wall time) is reported, every run kept under ``runs``.
     """
     res: dict = {"file": str(capture), "bytes": capture.stat().st_size}
-    runs: dict[str, list[dict]] = {"tcpflow": [], "breachbook": []}
+    runs: dict[str, list[dict]] = {t: [] for t in TOOLS}
     for _ in range(repeat):
         if shutil.which("tcpflow"):
             flows = work / "tcpflow-out"
@@ -144,16 +127,17 @@ def bench_one(capture: Path, work: Path, repeat: int = 1) -> dict:
             flows.mkdir()
             runs["tcpflow"].append(measure(["tcpflow", "-r", str(capture), "-o", str(flows)]))
             shutil.rmtree(flows, ignore_errors=True)
-        case = work / "case"
-        shutil.rmtree(case, ignore_errors=True)
-        runs["breachbook"].append(measure([sys.executable, "-c", _RUN, str(case), str(capture)]))
-        shutil.rmtree(case, ignore_errors=True)
+        for tool, mode in (("breachbook --no-carve", "no-carve"), ("breachbook", "carve")):
+            case = work / "case"
+            shutil.rmtree(case, ignore_errors=True)
+            runs[tool].append(measure([sys.executable, "-c", _RUN, str(case), str(capture), mode]))
+            shutil.rmtree(case, ignore_errors=True)
     for tool, rs in runs.items():
         if rs:
             res[tool] = sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2]
     res["runs"] = runs
     if "tcpflow" in res:
-        res["ratio"] = res["breachbook"]["seconds"] / res["tcpflow"]["seconds"]
+        res["ratio"] = {t: res[t]["seconds"] / res["tcpflow"]["seconds"] for t in TOOLS[1:]}
     return res
 
 
@@ -164,47 +148,45 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each tool, alternating; medians reported")
+    ap.add_argument("--capture", type=Path, help="time this capture instead of generating one")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     warm()
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         work = Path(tmp)
-        cap = work / "bench.pcap"
-        summary = generate(cap, parse_size(args.size), seed=args.seed)
+        if args.capture:
+            cap, packets = args.capture, 0
+        else:
+            cap = work / "bench.pcap"
+            packets = generate(cap, parse_size(args.size), seed=args.seed)["packets"]
         r = bench_one(cap, work, max(1, args.repeat))
-        r["packets"] = summary["packets"]
+        r["packets"] = packets
     mb = r["bytes"] / 1e6
     n = len(r["runs"]["breachbook"])
     print(
         f"{'tool':>22} {'seconds':>8} {'cpu s':>7} {'peak MiB':>9} {'MB/s':>7}   "
         f"({mb:.0f} MB, {r['packets']:,} packets; median of {n} run{'s' if n > 1 else ''})"
     )
-    for tool in ("tcpflow", "breachbook"):
+    for tool in TOOLS:
         if tool in r:
             m = r[tool]
             print(
                 f"{tool:>22} {m['seconds']:>8.2f} {m['cpu_s']:>7.2f} {m['peak_mib']:>9.0f} "
                 f"{mb / m['seconds']:>7.0f}"
             )
-    b = r["breachbook"]
-    print(f"{'of which ingest':>22} {b['ingest_s']:>8.2f}")
-    print(f"{'packet pass + commit':>22} {b['packet_s']:>8.2f}")
-    print(
-        f"{'second pass':>22} {b['second_s']:>8.2f}"
-        + ("  (inside the ingest: engine wired)" if b["wired"] else "  (after the ingest)")
-    )
-    print(f"{'reassembly+protocols':>22} {b['second_s'] - b.get('carve_s', 0.0):>8.2f}")
-    print(f"{'file carving':>22} {b.get('carve_s', 0.0):>8.2f}")
-    print(f"{'startup, open, count':>22} {b['seconds'] - b['ingest_s'] - b['reconstruct_s']:>8.2f}")
+    for tool in TOOLS[1:]:
+        b = r[tool]
+        print(f"{tool}: packet pass + commit {b['packet_s']:.2f} s, second pass {b['second_s']:.2f} s, "
+              f"start-up and counting {b['seconds'] - b['ingest_s']:.2f} s")
     if n > 1:
-        for tool in ("tcpflow", "breachbook"):
+        for tool in TOOLS:
             if r["runs"][tool]:
-                print(f"{tool + ' runs':>22} " + " ".join(f"{x['seconds']:.2f}" for x in r["runs"][tool]))
-    print(f"rows: {b['rows']}")
-    if "ratio" in r:
-        verdict = "within" if r["ratio"] <= 2 else "OVER"
-        print(f"breachbook takes {r['ratio']:.2f}x tcpflow's time ({verdict} the 2x target)")
+                print(f"{tool + ' runs':>28} " + " ".join(f"{x['seconds']:.2f}" for x in r["runs"][tool]))
+    print(f"rows: {r['breachbook']['rows']}")
+    for tool, ratio in r.get("ratio", {}).items():
+        verdict = "within" if ratio <= 2 else "OVER"
+        print(f"{tool} takes {ratio:.2f}x tcpflow's time ({verdict} the 2x target)")
     (out / "bench_reassembly.json").write_text(json.dumps(r, indent=2))
     return 0
 
