@@ -16,7 +16,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from forensics.case import Case, open_case  # noqa: E402
+import typing as _typing  # noqa: E402
+
 from forensics.errors import (  # noqa: E402
     BreachbookError,
     CaseError,
@@ -27,7 +28,35 @@ from forensics.errors import (  # noqa: E402
     SourceError,
     UnsupportedSource,
 )
-from forensics.ingest import IngestResult  # noqa: E402
+
+if _typing.TYPE_CHECKING:
+    from forensics.case import Case, open_case
+    from forensics.ingest import IngestResult
+
+# The engine (DuckDB, Arrow, numba) is imported on first use, not with the package, so
+# that the command line can start hashing evidence before it is loaded (forensics._prehash).
+_LAZY = {"Case": "forensics.case", "open_case": "forensics.case", "IngestResult": "forensics.ingest"}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """``forensics.open_case`` and the other engine names, imported when first used."""
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    try:
+        return importlib.import_module(f"forensics.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"forensics.{name}":
+            raise
+        raise AttributeError(f"module 'forensics' has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BreachbookError",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -258,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``breachbook`` command."""
     args = build_parser().parse_args(argv)
+    if args.command == "ingest" and args.workers <= 1 and args.executor in ("auto", "serial"):
+        from forensics import _prehash
+
+        _prehash.start(args.evidence)  # beside the engine's imports, on another core
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -270,5 +275,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``breachbook`` console script: :func:`main`, then a quick exit after ``ingest``.
+
+    An ingest loads dozens of compiled numba kernels, and tearing them down at
+    interpreter exit takes about 0.15 s after the work is done (measured). Once
+    the command has returned (the case closed, its files written and renamed)
+    and the output is flushed, the process ends at once instead. Other commands,
+    which may leave worker processes or notebooks to clean up, exit normally.
+    """
+    argv = sys.argv[1:]
+    rc = main(argv)
+    if argv[:1] == ["ingest"] and "dask" not in argv:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

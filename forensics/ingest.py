@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from forensics import _prehash
 from forensics.case import hash_file
 from forensics.errors import CorruptRecord, UnsupportedSource
 from forensics.tables import TABLES
@@ -267,8 +268,9 @@ def parse_file(
     work.mkdir(parents=True, exist_ok=True)
     # SHA-256 (which keys the evidence) runs beside the parse on another core; MD5,
     # for hash lists that still use it, is optional: it costs twice as much.
+    # (The command line may have begun it already, while the engine was being imported.)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
-    sha_future = pool.submit(hash_file, path)
+    sha_future = _prehash.take(path) or pool.submit(hash_file, path)
     md5_future = pool.submit(hash_file, path, "md5") if md5 else None
     ctx = IngestContext(path=path, evidence_id="", strict=strict, progress=progress,
                         options=dict(options or {}))

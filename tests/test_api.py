@@ -32,7 +32,7 @@ def _importable(name):
 
 
 def test_all_is_exactly_the_public_names():
-    public = {n for n in vars(forensics) if not n.startswith("_")} - {"annotations"}
+    public = {n for n in dir(forensics) if not n.startswith("_")} - {"annotations"}  # lazy names too
     modules = {n for n in public if inspect.ismodule(getattr(forensics, n))}
     assert set(forensics.__all__) == (public - modules) | {"__version__"}
 
