@@ -1,4 +1,4 @@
-"""Evidence hashing started before the engine is loaded (standard library only).
+"""Evidence hashing, and hashing started before the engine is loaded (no engine imports).
 
 ``breachbook ingest`` knows its evidence files as soon as its arguments are
 parsed, a third of a second before the engine's modules (DuckDB, Arrow, numba)
@@ -7,6 +7,9 @@ files on a background thread right then (hashlib releases the GIL, so it runs
 on another core beside the imports); :func:`take` hands the ingest the hash
 already under way for a file, or None when there is none, or it has not begun
 (it is then withdrawn and the caller hashes the file itself: never twice).
+
+:func:`hash_file` is the one file hasher of the engine (also
+``forensics.case.hash_file``); it lives here so that this module stays light.
 
 A file is matched by device, inode, size and modification time, so a file
 changed or replaced between the two calls is not taken. Only for ingests
@@ -22,7 +25,9 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["start", "take"]
+from forensics.sources import iter_files
+
+__all__ = ["hash_file", "start", "take"]
 
 _lock = threading.Lock()
 _pending: dict[tuple[int, int, int, int], Future[tuple[str, int]]] = {}
@@ -31,37 +36,26 @@ _pool: ThreadPoolExecutor | None = None
 
 def _key(path: str | os.PathLike[str]) -> tuple[int, int, int, int] | None:
     try:
-        st = os.stat(path)
+        st = Path(path).stat()
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _sha256(path: str | os.PathLike[str]) -> tuple[str, int]:
-    h = hashlib.sha256()
+def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[str, int]:
+    """Hex digest and size of a file, read in 8 MiB blocks (hashlib releases the GIL)."""
+    h = hashlib.new(algorithm)
     size = 0
     buf = bytearray(8 << 20)
     view = memoryview(buf)
-    with open(path, "rb") as fh:
+    with Path(path).open("rb") as fh:
         while n := fh.readinto(buf):
             h.update(view[:n])
             size += n
     return h.hexdigest(), size
 
 
-def _files(paths: Iterable[str | os.PathLike[str]]) -> Iterable[Path]:
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            for root, dirs, names in os.walk(p):
-                dirs.sort()
-                for name in sorted(names):
-                    yield Path(root) / name
-        elif p.is_file():
-            yield p
-
-
-def start(paths: Iterable[str | os.PathLike[str]]) -> int:
+def start(paths: Iterable[str | Path]) -> int:
     """Begin hashing these files (folders: the files in them) one after another, in the background.
 
     Args:
@@ -73,13 +67,13 @@ def start(paths: Iterable[str | os.PathLike[str]]) -> int:
     global _pool
     n = 0
     with _lock:
-        for f in _files(paths):
+        for f in iter_files(list(paths)):  # the files the ingest will read, in its order
             key = _key(f)
             if key is None or key in _pending:
                 continue
             if _pool is None:
                 _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prehash")
-            _pending[key] = _pool.submit(_sha256, f)
+            _pending[key] = _pool.submit(hash_file, f)
             n += 1
     return n
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import os
 import shutil
 import socket
@@ -31,6 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from forensics import __version__
+from forensics._prehash import hash_file  # the engine's file hasher (kept light for the CLI)
 from forensics.errors import CaseError, EvidenceChangedError, QueryError
 from forensics.tables import TABLES
 
@@ -43,19 +43,6 @@ __all__ = ["Case", "hash_file", "open_case"]
 
 DB_NAME = "case.duckdb"
 INGEST_MEMORY_LIMIT = os.environ.get("BREACHBOOK_INGEST_DUCKDB_MEMORY", "384MB")
-
-
-def hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
-    """Hex digest and size of a file, read in 8 MiB blocks (hashlib releases the GIL)."""
-    h = hashlib.new(algorithm)
-    size = 0
-    buf = bytearray(8 << 20)
-    view = memoryview(buf)
-    with path.open("rb") as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-            size += n
-    return h.hexdigest(), size
 
 
 class Case:
