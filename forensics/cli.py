@@ -258,7 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``breachbook`` command."""
-    args = build_parser().parse_args(argv)
+    return _run(build_parser().parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "ingest" and args.workers <= 1 and args.executor in ("auto", "serial"):
         from forensics import _prehash
 
@@ -284,9 +287,9 @@ def run() -> None:
     and the output is flushed, the process ends at once instead. Other commands,
     which may leave worker processes or notebooks to clean up, exit normally.
     """
-    argv = sys.argv[1:]
-    rc = main(argv)
-    if argv[:1] == ["ingest"] and "dask" not in argv:
+    args = build_parser().parse_args(sys.argv[1:])
+    rc = _run(args)
+    if args.command == "ingest" and args.executor != "dask":
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
