@@ -16,9 +16,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import typing as _typing  # noqa: E402
+import typing as _typing
 
-from forensics.errors import (  # noqa: E402
+from forensics.errors import (
     BreachbookError,
     CaseError,
     CorruptRecord,

@@ -63,7 +63,10 @@ def _chunks(data: _Data) -> Iterable[bytes | memoryview]:
 
 @njit(cache=True, nogil=True)
 def _byte_counts(buf: np.ndarray, counts: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Add each byte value's count in ``buf`` to ``counts`` (four tables, so that runs of one byte value do not wait on one counter)."""
+    """Add each byte value's count in ``buf`` to ``counts``.
+
+    Four tables, so that a run of one byte value does not wait on one counter.
+    """
     c = np.zeros((4, 256), np.int64)
     n = buf.shape[0]
     i = 0
@@ -177,7 +180,7 @@ class BlobStore:
         """Create a content folder (``ab`` under the root), making sure it stays inside the store.
 
         The path is made of hex digits only; this guards against a store whose
-        folders were replaced by symlinks: each level must be a real folder.
+        folders were replaced by symlinks: the folder must be a real one.
         """
         if folder in self._dirs:
             return

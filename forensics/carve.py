@@ -170,7 +170,8 @@ def merge_inline(parts: list[dict[str, Any]], ctx: Any) -> dict[str, Any] | None
         rename: dict[str, str] = {}
         for fuid, pair in part["rows"]:
             if fuid in rows:
-                new = "F" + hashlib.sha256(repr((fuid, pair[0].get("uid"), len(rows))).encode()).hexdigest()[:17]
+                ident = repr((fuid, pair[0].get("uid"), len(rows))).encode()
+                new = "F" + hashlib.sha256(ident).hexdigest()[:17]
                 rename[fuid] = new
                 ctx.warn(None, "carve_fuid_collision", f"file id {fuid} given twice; the later file is {new}",
                          severity="info")
@@ -280,11 +281,12 @@ def carve_capture(
                 job.pop(name, None)
             if not job:
                 del plan[uid]
-    if not (plan or pre.get("rows") or pre.get("pieces")):
+    carried = bool(pre.get("rows") or pre.get("pieces"))  # the pass carved something already
+    if not (plan or carried):
         return {}
     uids = sessions.column("uid").to_pylist()
     wanted = [i for i, u in enumerate(uids) if u in plan]
-    if not (wanted or pre.get("rows") or pre.get("pieces")):
+    if not (wanted or carried):
         return {}
     sid_of = {uids[i]: k for k, i in enumerate(wanted)}
     pieces: dict[tuple, list[_carve_http.RangePiece]] = pre.get("pieces", {})

@@ -106,7 +106,7 @@ def questions() -> pd.DataFrame:
 
 def expected(key: dict[str, Any]) -> dict[str, Any]:
     """The correct answer to every question, from an answer key."""
-    dropper = next((f for f in key.get("files", []) if f.get("role") == "dropper"), {})
+    dropper: dict[str, Any] = next((f for f in key.get("files", []) if f.get("role") == "dropper"), {})
     ex = key.get("exfiltration", {})
     return {
         "patient_zero": key["patient_zero"]["host"],

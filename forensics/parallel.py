@@ -153,7 +153,7 @@ def run_task(task: Task, staging_root: Path, known: frozenset[str], md5: bool = 
                             protocols=task.protocols, carve=task.carve)
         if net is not None and not final and not staged.skipped:
             # Files that overlap in time are not one stream: end the connections here.
-            if nxt < net.last_ts - OVERLAP_TOLERANCE_NS:
+            if nxt is not None and nxt < net.last_ts - OVERLAP_TOLERANCE_NS:  # (not final: never None)
                 net = NetPipeline()
             else:
                 net.save_state(work / "state.npz")

@@ -7,7 +7,8 @@
     breachbook ioc CASE_DIR FEED... [--name NAME] [--kind KIND] [--ignore-validity]
 
 ``carve`` carves the files of captures ingested with ``--no-carve`` (or again,
-replacing their rows; the store keeps one copy of each content). ``scan`` compiles each rule file on its own (the bundled ``data/rules`` when no
+replacing their rows; the store keeps one copy of each content). ``scan``
+compiles each rule file on its own (the bundled ``data/rules`` when no
 ``--rules`` is given), lists the ones that fail and why, scans every file in the
 case's store, writes ``yara_hits`` and triages the PE files into ``pe_info``.
 ``ioc`` imports each feed (plain list, CSV, STIX 2.1, MISP JSON) and matches every

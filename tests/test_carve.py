@@ -379,8 +379,8 @@ def test_ingest_without_carving_then_breachbook_carve(tmp_path, capsys):
     from forensics.cli import main
 
     resp = b"HTTP/1.1 200 OK\r\nContent-Length: 68\r\n\r\n" + EICAR
-    cap = write(tmp_path / "c.pcap", Conv().send(True, b"GET /e HTTP/1.1\r\nHost: h\r\n\r\n").send(False, resp)
-                .close())
+    conv = Conv().send(True, b"GET /e HTTP/1.1\r\nHost: h\r\n\r\n").send(False, resp).close()
+    cap = write(tmp_path / "c.pcap", conv)
     case_dir = tmp_path / "case"
     assert main(["ingest", "-q", "--no-carve", str(case_dir), str(cap)]) == 0
     with open_case(case_dir) as case:

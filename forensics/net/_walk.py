@@ -245,8 +245,8 @@ def resync_pcapng(buf: np.ndarray, pos: int, swap: bool) -> int:
         btype = _u32(buf, i, swap)
         if btype in (SHB, IDB, OPB, SPB, EPB, 4, 5, 10):
             blen = _u32(buf, i + 4, swap)
-            if 12 <= blen <= MAX_CAPLEN + 64 and (blen & 3) == 0 and i + blen <= end:
-                if _u32(buf, i + blen - 4, swap) == blen:
-                    return i
+            if (12 <= blen <= MAX_CAPLEN + 64 and (blen & 3) == 0 and i + blen <= end
+                    and _u32(buf, i + blen - 4, swap) == blen):
+                return i
         i += 4
     return -1

@@ -14,8 +14,9 @@ and prints wall time, CPU time, peak memory and the ratios (target: no slower
 than 2x tcpflow), with the Breachbook time cut into its parts (start-up, the
 packet pass and the commit; the second pass: reassembly, protocols and carving,
 timed around the engine's own step). tcpflow's time varies a lot between runs
-on some machines (its kernel time creating a file per flow): compare the runs. The tools alternate ``--repeat`` times (default 3) so
-that all see the same machine load, and each one's median run is reported.
+on some machines (its kernel time creating a file per flow): compare the runs.
+The tools alternate ``--repeat`` times (default 3) so that all see the same
+machine load, and each one's median run is reported.
 
     python tests/bench/bench_reassembly.py --size 1G --out bench-out
 """
