@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from forensics import __version__
+from forensics._cliout import print_frame
 from forensics.errors import BreachbookError
 
 __all__ = ["main"]
@@ -128,16 +129,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     with open_case(args.case, create=False, read_only=True) as case:
         df = case.sql(args.query)
-    if args.format == "csv":
-        df.to_csv(sys.stdout, index=False)
-    elif args.format == "json":
-        print(df.to_json(orient="records", date_format="iso", default_handler=str))
-    else:
-        import pandas as pd
-
-        with pd.option_context("display.max_rows", args.max_rows, "display.max_columns", None,
-                               "display.width", 200):
-            print(df.to_string(index=False) if len(df) else "(no rows)")
+    print_frame(df, args.format, max_rows=args.max_rows, width=200, empty="(no rows)")
     return 0
 
 

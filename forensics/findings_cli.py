@@ -20,11 +20,9 @@ A finding id may be shortened to any unique prefix. ``--author`` defaults to
 from __future__ import annotations
 
 import argparse
-import functools
-import sys
-from collections.abc import Callable
 from typing import Any
 
+from forensics._cliout import friendly, print_frame
 from forensics.errors import BreachbookError
 
 __all__ = ["add_parser", "parse_key", "parse_row"]
@@ -54,33 +52,11 @@ def parse_row(text: str) -> tuple[str, Any]:
     return table, parse_key(key)
 
 
-def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad arguments become one-line messages (exit 1), not tracebacks."""
-
-    @functools.wraps(fn)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except ValueError as exc:
-            raise BreachbookError(str(exc)) from exc
-
-    return run
-
-
 def _print(df: Any, fmt: str) -> None:
-    if fmt == "csv":
-        df.to_csv(sys.stdout, index=False)
-    elif fmt == "json":
-        print(df.to_json(orient="records", date_format="iso", default_handler=str))
-    else:
-        import pandas as pd
-
-        with pd.option_context("display.max_rows", 500, "display.max_columns", None, "display.width", 200,
-                               "display.max_colwidth", 80):
-            print(df.to_string(index=False) if len(df) else "(none)")
+    print_frame(df, fmt, max_rows=500, width=200, max_colwidth=80)
 
 
-@_friendly
+@friendly
 def cmd_finding_add(args: argparse.Namespace) -> int:
     """Open a finding."""
     from forensics import findings, open_case
@@ -93,7 +69,7 @@ def cmd_finding_add(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_finding_list(args: argparse.Namespace) -> int:
     """List findings."""
     from forensics import findings, open_case
@@ -106,7 +82,7 @@ def cmd_finding_list(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_finding_show(args: argparse.Namespace) -> int:
     """Show one finding: state, notes, history and rows with lineage."""
     from forensics import findings, open_case
@@ -131,7 +107,7 @@ def cmd_finding_show(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_finding_update(args: argparse.Namespace) -> int:
     """Change a finding (a new version; earlier versions are kept)."""
     from forensics import findings, open_case
@@ -155,7 +131,7 @@ def cmd_finding_update(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_finding_export(args: argparse.Namespace) -> int:
     """Export tags, notes, findings and ratings to JSON."""
     from forensics import findings, open_case
@@ -166,7 +142,7 @@ def cmd_finding_export(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_finding_import(args: argparse.Namespace) -> int:
     """Import work exported from another case (idempotent)."""
     from forensics import findings, open_case
@@ -177,7 +153,7 @@ def cmd_finding_import(args: argparse.Namespace) -> int:
     return 1 if counts.get("unresolved") and args.strict else 0
 
 
-@_friendly
+@friendly
 def cmd_tag(args: argparse.Namespace) -> int:
     """Tag, untag, or list the tagged rows."""
     from forensics import findings, open_case
@@ -198,7 +174,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_note(args: argparse.Namespace) -> int:
     """Write a note on the case, a row or a finding."""
     from forensics import findings, open_case

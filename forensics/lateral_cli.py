@@ -17,11 +17,10 @@ evidence id or file name, a logging host, or a reader (``evtx``, ``pcap``, ...).
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from forensics._cliout import friendly, print_frame
 from forensics.errors import BreachbookError
 
 __all__ = ["add_parser", "parse_offsets"]
@@ -45,31 +44,8 @@ def parse_offsets(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    @functools.wraps(fn)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except ValueError as exc:
-            if isinstance(exc, BreachbookError):
-                raise
-            raise BreachbookError(str(exc)) from exc
-
-    return run
-
-
 def _print(df: Any, fmt: str, columns: list[str] | None = None) -> None:
-    if fmt == "csv":
-        df.to_csv(sys.stdout, index=False)
-    elif fmt == "json":
-        print(df.to_json(orient="records", date_format="iso", default_handler=str))
-    else:
-        import pandas as pd
-
-        view = df[[c for c in (columns or list(df.columns)) if c in df.columns]]
-        with pd.option_context("display.max_rows", 1000, "display.max_columns", None, "display.width", 220,
-                               "display.max_colwidth", 70):
-            print(view.to_string(index=False) if len(view) else "(none)")
+    print_frame(df, fmt, columns, max_rows=1000, width=220, max_colwidth=70)
 
 
 def _scope(case: Any, args: argparse.Namespace) -> Any:
@@ -83,7 +59,7 @@ def _scope(case: Any, args: argparse.Namespace) -> Any:
     return res
 
 
-@_friendly
+@friendly
 def cmd_scope(args: argparse.Namespace) -> int:
     """Time-respecting breach scope from patient zero."""
     from forensics import open_case
@@ -103,7 +79,7 @@ def cmd_scope(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_lateral(args: argparse.Namespace) -> int:
     """Build (or show) the lateral-movement edges; export the graph."""
     from forensics import lateral, open_case
@@ -122,7 +98,7 @@ def cmd_lateral(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_exfil(args: argparse.Namespace) -> int:
     """Bytes, files and DNS tunnels leaving the network."""
     from forensics import exfil, open_case
@@ -135,7 +111,7 @@ def cmd_exfil(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_detect(args: argparse.Namespace) -> int:
     """Beaconing, rare destinations and long connections."""
     from forensics import detect, open_case
@@ -146,7 +122,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@friendly
 def cmd_risk(args: argparse.Namespace) -> int:
     """The risk register from the inventory and the breach scope."""
     from forensics import open_case, risk
