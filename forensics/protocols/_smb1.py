@@ -218,11 +218,4 @@ class Smb1:
     def _rpc(self, f: Any, is_orig: bool, data: bytes, where: tuple) -> None:
         from forensics.protocols import dce_rpc
 
-        if f.rpc is None:
-            # Not every pipe speaks DCE/RPC (PsExec's own PSEXESVC pipes do not).
-            if not dce_rpc.looks_like_pdu(data, (0, 2, 3, 11, 12, 13, 14, 15, 16)):
-                f.rpc = False
-                return
-            f.rpc = dce_rpc.Conversation(self.s, f.name or "<unknown>")
-        if f.rpc:
-            f.rpc.feed(is_orig, data, *where)
+        dce_rpc.feed_pipe(self.s, f, is_orig, data, *where)

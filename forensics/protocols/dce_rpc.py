@@ -18,7 +18,7 @@ from forensics.protocols import _ntlm, register
 from forensics.protocols._base import Reader, Session
 from forensics.protocols._dcerpc_names import ENDPOINTS, OPERATIONS
 
-__all__ = ["Conversation", "detect", "looks_like_pdu", "parse"]
+__all__ = ["Conversation", "detect", "feed_pipe", "looks_like_pdu", "parse"]
 
 MAX_PDU = 1 << 20
 MAX_CALLS = 100_000
@@ -142,6 +142,23 @@ class Conversation:
         self.calls.clear()
         if "ntlm" in self.s.state:
             self.s.state["ntlm"].finish()
+
+
+def feed_pipe(s: Session, f: Any, is_orig: bool, data: bytes, ts: int | None, frame: int | None,
+              foff: int | None) -> None:
+    """Hand bytes read from or written to an SMB named pipe (SMB1 or SMB2/3) to its DCE/RPC conversation.
+
+    ``f.rpc`` is None until the pipe's first bytes, then the :class:`Conversation`,
+    or False when those bytes were not a DCE/RPC PDU (not every pipe speaks
+    DCE/RPC: PsExec's own PSEXESVC pipes do not).
+    """
+    if f.rpc is None:
+        if not looks_like_pdu(data, (0, 2, 3, 11, 12, 13, 14, 15, 16)):
+            f.rpc = False
+            return
+        f.rpc = Conversation(s, f.name or "<unknown>")
+    if f.rpc:
+        f.rpc.feed(is_orig, data, ts, frame, foff)
 
 
 def looks_like_pdu(h: bytes, types: tuple[int, ...]) -> bool:

@@ -277,14 +277,7 @@ class _Smb2:
     ) -> None:
         from forensics.protocols import dce_rpc
 
-        if f.rpc is None:
-            # Not every pipe speaks DCE/RPC (PsExec's own PSEXESVC pipes do not).
-            if not dce_rpc.looks_like_pdu(data, (0, 2, 3, 11, 12, 13, 14, 15, 16)):
-                f.rpc = False
-                return
-            f.rpc = dce_rpc.Conversation(self.s, f.name or "<unknown>")
-        if f.rpc:
-            f.rpc.feed(is_orig, data, ts, frame, foff)
+        dce_rpc.feed_pipe(self.s, f, is_orig, data, ts, frame, foff)
 
 
 @register("smb", "tcp", detect, order=25)
