@@ -24,27 +24,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _measure import measure  # noqa: E402
 from gen_capture import _parse_size as parse_size  # noqa: E402
 from gen_capture import generate  # noqa: E402
-
-_MEASURE = (
-    "import resource, subprocess, sys, time\n"
-    "t = time.perf_counter()\n"
-    "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
-    "dt = time.perf_counter() - t\n"
-    "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-    "print(dt, rss, r.returncode)\n"
-    "sys.stderr.write(r.stderr.decode(errors='replace')[-2000:])\n"
-)
-
-
-def measure(cmd: list[str]) -> dict:
-    """Run ``cmd`` in a fresh process; wall seconds and peak RSS (MiB) of that process tree."""
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True)
-    dt, rss, rc = out.stdout.split()
-    if int(rc) != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({rc}): {out.stderr}")
-    return {"seconds": float(dt), "peak_mib": int(rss) / 1024}
 
 
 def bench_one(capture: Path, work: Path) -> dict:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -35,19 +34,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _measure import measure  # noqa: E402
 from gen_capture import _parse_size as parse_size  # noqa: E402
 from gen_capture import generate  # noqa: E402
-
-_MEASURE = (
-    "import resource, subprocess, sys, time\n"
-    "t = time.perf_counter()\n"
-    "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)\n"
-    "dt = time.perf_counter() - t\n"
-    "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-    "print(dt, ru.ru_maxrss, r.returncode, ru.ru_utime + ru.ru_stime)\n"
-    "sys.stdout.write(r.stdout.decode(errors='replace')[-4000:])\n"
-    "sys.stderr.write(r.stderr.decode(errors='replace')[-2000:])\n"
-)
 
 # The Breachbook run: the ``breachbook ingest`` command in its own process, exactly as the console
 # script runs it (the evidence hash begun before the engine loads, a quick exit at the end), with
@@ -85,24 +74,6 @@ _COUNT = (
 TOOLS = ("tcpflow", "breachbook --no-carve", "breachbook")
 
 
-def measure(cmd: list[str]) -> dict:
-    """Run ``cmd`` in a fresh process: wall and CPU seconds, peak RSS (MiB) and its last output line.
-
-    Dirty pages are written out first, so that no run pays for the writes of the one before
-    (tcpflow writes a file per flow, the ingest a case).
-    """
-    os.sync()
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True)
-    lines = out.stdout.splitlines()
-    dt, rss, rc, cpu = lines[0].split()
-    if int(rc) != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({rc}): {out.stderr}")
-    res: dict = {"seconds": float(dt), "cpu_s": float(cpu), "peak_mib": int(rss) / 1024}
-    if len(lines) > 1 and lines[-1].startswith("{"):
-        res.update(json.loads(lines[-1]))
-    return res
-
-
 def warm() -> None:
     """Compile (or load) every numba kernel once, so no timed run pays for it."""
     code = (
@@ -136,12 +107,12 @@ def bench_one(capture: Path, work: Path, repeat: int = 1) -> dict:
             flows = work / "tcpflow-out"
             shutil.rmtree(flows, ignore_errors=True)
             flows.mkdir()
-            runs["tcpflow"].append(measure(["tcpflow", "-r", str(capture), "-o", str(flows)]))
+            runs["tcpflow"].append(measure(["tcpflow", "-r", str(capture), "-o", str(flows)], sync=True))
             shutil.rmtree(flows, ignore_errors=True)
         for tool, mode in (("breachbook --no-carve", "no-carve"), ("breachbook", "carve")):
             case = work / "case"
             shutil.rmtree(case, ignore_errors=True)
-            m = measure([sys.executable, "-c", _RUN, str(case), str(capture), mode])
+            m = measure([sys.executable, "-c", _RUN, str(case), str(capture), mode], output=True, sync=True)
             m["packet_s"] = m["ingest_s"] - m["second_s"]
             m["rows"] = json.loads(subprocess.run([sys.executable, "-c", _COUNT, str(case)], check=True,
                                                   capture_output=True, text=True).stdout)
