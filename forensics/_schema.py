@@ -89,7 +89,7 @@ class Table:
 
     def empty(self) -> pa.Table:
         """An empty Arrow table with this schema."""
-        return self.arrow_schema().empty_table()
+        return pa.Table.from_batches([], schema=self.arrow_schema())  # empty_table() imports pandas
 
     def conform(self, batch: pa.Table | pa.RecordBatch) -> pa.Table:
         """Cast a batch to this table's schema (columns in order, missing ones NULL).

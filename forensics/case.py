@@ -136,16 +136,17 @@ class Case:
     def _register_digest(self, p: Path, sha: str, size: int, fmt: str | None) -> dict[str, Any]:
         """Record evidence whose SHA-256 is already known (engine use)."""
         eid = sha[:16]
-        row = self.sql("SELECT * FROM evidence WHERE evidence_id = ?", [eid])
-        if len(row):
-            return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.iloc[0].items()}
+        cur = self.con.execute("SELECT * FROM evidence WHERE evidence_id = ?", [eid])
+        found = cur.fetchone()
+        if found is not None:
+            return dict(zip([c[0] for c in cur.description], found, strict=True))
         rec = {
             "evidence_id": eid, "sha256": sha, "md5": None, "path": str(p), "name": p.name,
             "size": size, "format": fmt, "registered_at": self._now(),
             "registered_by": f"{_user()}@{socket.gethostname()}", "status": "registered",
             "ingested_at": None,
         }
-        self._insert("evidence", pa.Table.from_pylist([rec]))
+        self._insert_row("evidence", rec)
         return rec
 
     def verify_evidence(self, raise_on_change: bool = False) -> pd.DataFrame:
@@ -274,7 +275,7 @@ class Case:
             "seconds": result.seconds, "tool_version": __version__, "records": result.records,
             "sessions": result.sessions, "warnings": result.warnings, "bytes": result.bytes,
         }
-        self._insert("ingest_runs", pa.Table.from_pylist([run]))
+        self._insert_row("ingest_runs", run)
         self.con.execute("COMMIT")
         self._restore_memory_limit()
 
@@ -304,6 +305,15 @@ class Case:
             self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _bb_insert").fetchall()
         finally:
             self.con.unregister("_bb_insert")
+
+    def _insert_row(self, name: str, row: dict[str, Any]) -> None:
+        """Insert one row given as a dict (DuckDB converts the Python values)."""
+        undeclared = set(row) - set(TABLES[name].names)
+        if undeclared:
+            raise KeyError(f"{name}: undeclared columns {sorted(undeclared)}")
+        cols = ", ".join(f'"{c}"' for c in row)
+        marks = ", ".join("?" for _ in row)
+        self.con.execute(f"INSERT INTO {name} ({cols}) VALUES ({marks})", list(row.values()))
 
     def _insert_parquet(self, name: str, path: Path, evidence_id: str | None = None) -> int:
         """Bulk-load a staged Parquet file into a DuckDB table; returns the row count.

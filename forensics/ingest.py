@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from forensics import _arrow as A
 from forensics import _prehash
 from forensics.case import hash_file
 from forensics.errors import CorruptRecord, UnsupportedSource
@@ -98,8 +100,8 @@ class IngestContext:
             "unit": unit, "severity": severity, "code": code, "message": message, "count": count,
         })
 
-    def warning_table(self) -> pa.Table:
-        """All warnings so far as a table conforming to ``ingest_warnings``."""
+    def warning_rows(self) -> list[dict[str, Any]]:
+        """All warnings so far, as ``ingest_warnings`` rows."""
         # Warnings may come before the hash (and so the evidence id) is known.
         rows = [{**w, "evidence_id": self.evidence_id} for w in self.warnings]
         for code, (n, first) in self._overflow.items():
@@ -109,10 +111,11 @@ class IngestContext:
                 "message": f"{n} more '{code}' warnings not listed one by one (first at this offset)",
                 "count": n,
             })
-        spec = TABLES["ingest_warnings"]
-        if not rows:
-            return spec.empty()
-        return spec.conform(pa.Table.from_pylist(rows))
+        return rows
+
+    def warning_table(self) -> pa.Table:
+        """All warnings so far as a table conforming to ``ingest_warnings``."""
+        return A.table_from_rows(self.warning_rows(), TABLES["ingest_warnings"].arrow_schema())
 
 
 @dataclass
@@ -312,7 +315,7 @@ def parse_file(
             staged.records = net.frames
         staged.tables = stager.close()
         staged.records = staged.records or stager.records()
-        staged.warnings = ctx.warning_table().to_pylist()
+        staged.warnings = ctx.warning_rows()
         staged.md5 = md5_future.result()[0] if md5_future else None
         staged.seconds = time.perf_counter() - t0
         return staged
@@ -369,9 +372,9 @@ def commit_staged(case: Case, staged: Staged) -> IngestResult:
                 # started in an earlier file); everything else is stamped here.
                 stamp = None if name == "sessions" else eid
                 counts[name] = counts.get(name, 0) + case._insert_parquet(name, p, evidence_id=stamp)
-        warnings = pa.Table.from_pylist(staged.warnings) if staged.warnings else None
-        if warnings is not None:
-            case._insert("ingest_warnings", _stamp(TABLES["ingest_warnings"].conform(warnings), eid))
+        if staged.warnings:
+            warnings = A.table_from_rows(staged.warnings, TABLES["ingest_warnings"].arrow_schema())
+            case._insert("ingest_warnings", _stamp(warnings, eid))
         result.warnings = len(staged.warnings)
         result.sessions = counts.get("sessions", 0)
         result.tables = counts
@@ -393,5 +396,5 @@ def _stamp(tbl: pa.Table, evidence_id: str) -> pa.Table:
     if "evidence_id" not in tbl.column_names:
         return tbl
     i = tbl.column_names.index("evidence_id")
-    col = pa.array([evidence_id] * tbl.num_rows, tbl.schema.field(i).type)
+    col = A.strings(np.full(tbl.num_rows, evidence_id.encode())).cast(tbl.schema.field(i).type)
     return tbl.set_column(i, tbl.schema.field(i), col)

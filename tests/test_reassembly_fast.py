@@ -89,7 +89,7 @@ def _run(packets: Path, sessions: Path, path: Path) -> tuple[dict, list]:
     ctx = IngestContext(path=path, evidence_id="e1")
     tbl = pq.read_table(sessions)
     out = apps.reconstruct(None, "e1", ctx, packets=packets, sessions=tbl, evidence_path=path)
-    return out, ctx.warning_table().to_pylist()
+    return out, ctx.warning_rows()
 
 
 def _same(a: tuple[dict, list], b: tuple[dict, list]) -> None:

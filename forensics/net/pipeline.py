@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numba import njit
 
+from forensics import _arrow as A
 from forensics.net import _decode as d
 from forensics.net import _flows as fl
 from forensics.net._fragments import FragmentReassembler
@@ -61,6 +62,11 @@ def session_uids(evidence_sha256: str, fids: np.ndarray) -> np.ndarray:
     same evidence always yields the same uids, and tags and findings survive a
     rebuild of the case.
     """
+    return _uid_bytes(evidence_sha256, fids).astype(str)
+
+
+def _uid_bytes(evidence_sha256: str, fids: np.ndarray) -> np.ndarray:
+    """:func:`session_uids` as fixed-width ASCII (dtype ``S18``), for Arrow columns."""
     key = np.uint64(int(evidence_sha256[:16], 16))
     with np.errstate(over="ignore"):
         x = np.asarray(fids, np.int64).astype(np.uint64) ^ key
@@ -74,7 +80,7 @@ def session_uids(evidence_sha256: str, fids: np.ndarray) -> np.ndarray:
             out[:, col] = _B62_TABLE[(w % np.uint64(62)).astype(np.intp)]
             w = w // np.uint64(62)
             col -= 1
-    return out.view("S18").ravel().astype(str)
+    return out.view("S18").ravel()
 
 
 def session_uid(evidence_sha256: str, fid: int) -> str:
@@ -113,19 +119,16 @@ class _AddrNames:
     def column(self, hi: np.ndarray, lo: np.ndarray) -> pa.Array:
         """Plain string column of addresses."""
         codes, uniq = _encode_pairs(np.ascontiguousarray(hi), np.ascontiguousarray(lo))
-        names = pa.array(self.names(uniq), pa.string())
-        return names.take(pa.array(codes))
+        return A.strings(self.names(uniq)).take(A.column(codes))
 
     def dictionary(self, hi: np.ndarray, lo: np.ndarray, valid: np.ndarray) -> pa.DictionaryArray:
         """Dictionary-encoded address column (nulls where not ``valid``)."""
         codes, uniq = _encode_pairs(hi, lo)
-        return pa.DictionaryArray.from_arrays(
-            pa.array(codes, mask=~valid), pa.array(self.names(uniq), pa.string())
-        )
+        return A.dictionary(codes, self.names(uniq), null=~valid)
 
 
 def _opt(a: np.ndarray, missing: np.ndarray, typ: pa.DataType) -> pa.Array:
-    return pa.array(a.astype(typ.to_pandas_dtype(), copy=False), type=typ, mask=missing)
+    return A.column(a, typ, null=missing)
 
 
 EV_SHIFT = 41  # flow keys carry the index of the stream file the flow started in
@@ -201,17 +204,17 @@ class NetPipeline:
         return self.sha256[:16]
 
     def uids(self, fids: np.ndarray) -> np.ndarray:
-        """Uids for flow keys, each keyed by the stream file its flow started in."""
+        """Uids (ASCII, dtype ``S18``) for flow keys, each keyed by the stream file its flow started in."""
         fids = np.asarray(fids, np.int64)
         ev = fids >> (EV_SHIFT + 1)
         local = fids & FID_MASK
         if ev.size and (ev == ev[0]).all():
-            return session_uids(self.shas[int(ev[0])].result()[0], local)
-        out = np.empty(fids.shape[0], object)
+            return _uid_bytes(self.shas[int(ev[0])].result()[0], local)
+        out = np.empty(fids.shape[0], "S18")
         for e in np.unique(ev).tolist():
             m = ev == e
-            out[m] = session_uids(self.shas[e].result()[0], local[m])
-        return out.astype(str)
+            out[m] = _uid_bytes(self.shas[e].result()[0], local[m])
+        return out
 
     # ---- checkpoints -------------------------------------------------------------------
 
@@ -450,30 +453,30 @@ class NetPipeline:
         vlan, vlan2, tun = fi[:, fl.FI_VLAN], fi[:, fl.FI_VLAN2], fi[:, fl.FI_TUN]
         ts_type = pa.timestamp("us", "UTC")
         cols = {
-            "ts": pa.array(start // 1000).cast(ts_type),
-            "ts_end": pa.array(last // 1000).cast(ts_type),
-            "duration": pa.array((last - start) / 1e9, mask=~has_dur),
-            "proto": pa.array(_TRANSPORTS[trans]),
-            "ip_proto": pa.array(fi[:, fl.FI_PROTO].astype(np.int16)),
+            "ts": A.column(start // 1000, ts_type),
+            "ts_end": A.column(last // 1000, ts_type),
+            "duration": A.column((last - start) / 1e9, null=~has_dur),
+            "proto": A.dictionary(trans, _TRANSPORTS.tolist()).dictionary_decode(),
+            "ip_proto": A.column(fi[:, fl.FI_PROTO], pa.int16()),
             "orig_h": addr_col(fa[:, 0], fa[:, 1]),
-            "orig_p": pa.array(fi[:, fl.FI_OP].astype(np.int32)),
+            "orig_p": A.column(fi[:, fl.FI_OP], pa.int32()),
             "resp_h": addr_col(fa[:, 2], fa[:, 3]),
-            "resp_p": pa.array(fi[:, fl.FI_RP].astype(np.int32)),
-            "orig_bytes": pa.array(osz, mask=~has_dur),
-            "resp_bytes": pa.array(rsz, mask=~has_dur),
-            "conn_state": pa.array(states, pa.string()),
+            "resp_p": A.column(fi[:, fl.FI_RP], pa.int32()),
+            "orig_bytes": A.column(osz, null=~has_dur),
+            "resp_bytes": A.column(rsz, null=~has_dur),
+            "conn_state": A.strings(states.tolist()),
             "history": hist,
-            "missed_bytes": pa.array(missed),
-            "orig_pkts": pa.array(fi[:, fl.FI_OPKTS]),
-            "orig_ip_bytes": pa.array(fi[:, fl.FI_OIPB]),
-            "resp_pkts": pa.array(fi[:, fl.FI_RPKTS]),
-            "resp_ip_bytes": pa.array(fi[:, fl.FI_RIPB]),
-            "vlan": pa.array(vlan.astype(np.int32), mask=vlan < 0),
-            "inner_vlan": pa.array(vlan2.astype(np.int32), mask=vlan2 < 0),
-            "tunnel": pa.array(_TUNNELS[tun], pa.string(), mask=tun == 0),
-            "source": pa.array(np.full(idx.size, "pcap")),
-            "first_frame": pa.array(fi[:, fl.FI_FIRST_FRAME] & FRAME_MASK),
-            "last_frame": pa.array(fi[:, fl.FI_LAST_FRAME] & FRAME_MASK),
+            "missed_bytes": A.column(missed),
+            "orig_pkts": A.column(fi[:, fl.FI_OPKTS]),
+            "orig_ip_bytes": A.column(fi[:, fl.FI_OIPB]),
+            "resp_pkts": A.column(fi[:, fl.FI_RPKTS]),
+            "resp_ip_bytes": A.column(fi[:, fl.FI_RIPB]),
+            "vlan": A.column(vlan, pa.int32(), null=vlan < 0),
+            "inner_vlan": A.column(vlan2, pa.int32(), null=vlan2 < 0),
+            "tunnel": A.dictionary(tun, _TUNNELS.tolist(), null=tun == 0).dictionary_decode(),
+            "source": A.strings(np.full(idx.size, b"pcap")),
+            "first_frame": A.column(fi[:, fl.FI_FIRST_FRAME] & FRAME_MASK),
+            "last_frame": A.column(fi[:, fl.FI_LAST_FRAME] & FRAME_MASK),
         }
         # uids need the evidence hash, which may still be computing: added when known.
         self.sessions.append((pa.table(cols), fids, parents))
@@ -508,12 +511,13 @@ class NetPipeline:
         parts = []
         for tbl, fids, parents in batches:
             ev = fids >> (EV_SHIFT + 1)
-            eids = np.array([f.result()[0][:16] for f in self.shas], object)[ev]
-            puids = [sorted(self.uids(np.array(p)).tolist()) if p else None for p in parents]
+            eids = np.array([f.result()[0][:16].encode() for f in self.shas])[ev]
+            puids = [sorted(self.uids(np.array(p)).astype(str).tolist()) if p else None
+                     for p in parents]
             tbl = (
-                tbl.append_column("uid", pa.array(self.uids(fids)))
-                .append_column("tunnel_parents", pa.array(puids, pa.list_(pa.string())))
-                .append_column("evidence_id", pa.array(eids.astype(str)))
+                tbl.append_column("uid", A.strings(self.uids(fids)))
+                .append_column("tunnel_parents", A.string_lists(puids))
+                .append_column("evidence_id", A.strings(eids))
             )
             parts.append(spec.conform(tbl))
         return pa.concat_tables(parts).sort_by([("first_frame", "ascending")])
@@ -546,17 +550,15 @@ class NetPipeline:
         tun_names = ["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]]
         cols = {
             "evidence_id": pa.nulls(n, self.schema.field("evidence_id").type),
-            "frame": pa.array(frames[fi_]),
-            "ts_ns": pa.array(ts, mask=ts == NO_TS),
-            "file_offset": pa.array(b.base + b.off[fi_]),
-            "caplen": pa.array(b.caplen[fi_].astype(np.int32)),
-            "wirelen": pa.array(b.wirelen[fi_].astype(np.int32)),
-            "interface": pa.array(b.iface[fi_]),
-            "linktype": pa.array(b.linktype[fi_]),
-            "tunnel_depth": pa.array(rows[:, d.F_DEPTH].astype(np.uint8)),
-            "tunnel": pa.DictionaryArray.from_arrays(
-                pa.array(tun.astype(np.int32), mask=tun == 0), pa.array(tun_names)
-            ),
+            "frame": A.column(frames[fi_]),
+            "ts_ns": A.column(ts, null=ts == NO_TS),
+            "file_offset": A.column(b.base + b.off[fi_]),
+            "caplen": A.column(b.caplen[fi_], pa.int32()),
+            "wirelen": A.column(b.wirelen[fi_], pa.int32()),
+            "interface": A.column(b.iface[fi_]),
+            "linktype": A.column(b.linktype[fi_]),
+            "tunnel_depth": A.column(rows[:, d.F_DEPTH], pa.uint8()),
+            "tunnel": A.dictionary(tun, tun_names, null=tun == 0),
             "vlan": _opt(rows[:, d.F_VLAN], rows[:, d.F_VLAN] < 0, pa.int16()),
             "inner_vlan": _opt(rows[:, d.F_VLAN2], rows[:, d.F_VLAN2] < 0, pa.int16()),
             "ethertype": _opt(rows[:, d.F_ETHERTYPE], rows[:, d.F_ETHERTYPE] < 0, pa.int32()),
@@ -571,15 +573,13 @@ class NetPipeline:
             "seq": _opt(rows[:, d.F_SEQ], ~tcp_ok, pa.uint32()),
             "ack": _opt(rows[:, d.F_ACK], ~tcp_ok, pa.uint32()),
             "window": _opt(rows[:, d.F_WIN], ~tcp_ok, pa.uint16()),
-            "payload_offset": pa.array(b.base + payoff, mask=no_pay),
+            "payload_offset": A.column(b.base + payoff, null=no_pay),
             "payload_len": _opt(rows[:, d.F_PAYLEN], ~isip, pa.int32()),
             "payload_wire_len": _opt(rows[:, d.F_PAYWIRE], ~isip, pa.int32()),
             "frag": _opt(rows[:, d.F_FRAG], ~isip, pa.uint8()),
-            "error": pa.DictionaryArray.from_arrays(
-                pa.array(errs.astype(np.int32), mask=errs == 0), pa.array(err_names)
-            ),
+            "error": A.dictionary(errs, err_names, null=errs == 0),
             "uid": pa.nulls(n, self.schema.field("uid").type),
-            "is_orig": pa.array(orig.astype(bool), mask=fid < 0),
+            "is_orig": A.column(orig, pa.bool_(), null=fid < 0),
         }
         # The sink fills evidence_id and uid once the evidence hash is known.
         tbl = pa.Table.from_pydict(cols, schema=self.schema)
@@ -644,9 +644,9 @@ class _ParquetSink:
                 (tbl, keys, inv, missing), size = got
                 eid = self.evidence_id()  # waits for the hash
                 n = tbl.num_rows
-                ev = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([eid]))
-                names = self.owner.uids(np.maximum(keys, 0))
-                uids = pa.DictionaryArray.from_arrays(pa.array(inv, mask=missing), pa.array(names))
+                ev = A.dictionary(np.zeros(n, np.int32), [eid])
+                names = A.strings(self.owner.uids(np.maximum(keys, 0)))
+                uids = A.dictionary(inv, names, null=missing)
                 tbl = tbl.set_column(i_ev, self.schema.field(i_ev), ev)
                 tbl = tbl.set_column(i_uid, self.schema.field(i_uid), uids)
                 writer.write_table(tbl)

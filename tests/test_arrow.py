@@ -1,0 +1,90 @@
+"""The numpy-to-Arrow helpers give what ``pa.array`` gives, without importing pandas."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from _pcapbuild import eth, handshake_session, write_pcap
+
+from forensics import _arrow as A
+
+RNG = np.random.default_rng(7)
+
+
+@pytest.mark.parametrize("typ", [pa.int8(), pa.uint8(), pa.int16(), pa.uint16(), pa.int32(),
+                                 pa.uint32(), pa.int64(), pa.float64(), pa.bool_(),
+                                 pa.timestamp("us", "UTC")])
+def test_column_equals_pa_array(typ):
+    values = RNG.integers(0, 120, 1000)
+    null = RNG.random(1000) < 0.2
+    got = A.column(values, typ, null=null)
+    if pa.types.is_timestamp(typ):
+        want = pa.array(values, pa.int64(), mask=null).cast(typ)
+    else:
+        want = pa.array(values.astype(typ.to_pandas_dtype()), typ, mask=null)
+    assert got.equals(want)
+    assert got.null_count == int(null.sum())
+    assert A.column(values, typ).null_count == 0
+
+
+def test_column_shares_the_numpy_buffer_when_the_dtype_fits():
+    values = np.arange(10, dtype=np.int64)
+    arr = A.column(values)
+    values[3] = 99
+    assert arr[3].as_py() == 99 and arr.type == pa.int64()
+
+
+def test_column_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        A.column(np.zeros((2, 2)))
+    with pytest.raises(ValueError):
+        A.column(np.zeros(3), null=np.zeros(4, bool))
+
+
+def test_strings_from_objects_and_fixed_width_bytes():
+    words = ["a", None, "", "Zürich", "x" * 300]
+    got = A.strings(words)
+    assert got.equals(pa.array(words, pa.string())) and got.null_count == 1
+    assert A.strings(["bad \udcff"]).to_pylist() == ["bad ?"]  # valid UTF-8, never a crash
+    fixed = np.array([b"C123", b"Cabc", b"Czzz"])
+    assert A.strings(fixed).equals(pa.array(["C123", "Cabc", "Czzz"], pa.string()))
+    assert A.strings([]).equals(pa.array([], pa.string()))
+
+
+def test_dictionary_and_string_lists():
+    codes = np.array([0, 1, 0, 2, 1])
+    null = np.array([False, False, True, False, False])
+    got = A.dictionary(codes, ["x", "y", "z"], null=null)
+    assert got.to_pylist() == ["x", "y", None, "z", "y"]
+    lists = [["a", "b"], None, [], ["c"]]
+    assert A.string_lists(lists).equals(pa.array(lists, pa.list_(pa.string())))
+
+
+def test_table_from_rows_equals_from_pylist():
+    schema = pa.schema([("path", pa.string()), ("offset", pa.int64()), ("count", pa.int64()),
+                        ("score", pa.float64()), ("ok", pa.bool_())])
+    rows = [{"path": "a", "offset": 5, "count": 1, "score": 0.5, "ok": True},
+            {"path": None, "offset": None, "score": 1.5},
+            {"path": "ü", "offset": 2**40, "count": 3, "ok": False}]
+    assert A.table_from_rows(rows, schema).equals(pa.Table.from_pylist(rows, schema))
+    with pytest.raises(TypeError):
+        A.table_from_rows(rows, pa.schema([("t", pa.list_(pa.int64()))]))
+
+
+def test_packet_pass_does_not_import_pandas(tmp_path):
+    """pandas costs a command-line ingest 0.12 s of start-up; the packet pass never needs it."""
+    cap = write_pcap(tmp_path / "s.pcap", [eth(p) for p in handshake_session()])
+    code = (
+        "import sys, forensics\n"
+        f"c = forensics.open_case({str(tmp_path / 'case')!r})\n"
+        f"r = c.ingest({str(cap)!r}, protocols=False)\n"
+        "assert r[0].records == 9 and r[0].sessions == 1, r\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
