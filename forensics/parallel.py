@@ -112,7 +112,8 @@ def plan(
     tasks: list[Task] = []
     ingested = case.ingested_files()
     for (_, kind), files in groups.items():
-        stamps = [first_timestamp(f, kind) for f in files]
+        # Only a stream of several files needs its order (a single file skips the read).
+        stamps = [first_timestamp(f, kind) for f in files] if len(files) > 1 else [None]
         order = sorted(range(len(files)), key=lambda i: (stamps[i] is None, stamps[i] or 0, files[i].name))
         files = [files[i] for i in order]
         stamps = [stamps[i] for i in order]
