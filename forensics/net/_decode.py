@@ -143,7 +143,7 @@ def _icmp_counterpart(v6: bool, t: int, code: int) -> int:
     return code
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _teredo_inner(buf: np.ndarray, po: int, end: int) -> int:
     """Offset of the IPv6 packet in a Teredo payload at ``po``, or -1 (RFC 4380 §5.1.1)."""
     t = po
@@ -156,7 +156,7 @@ def _teredo_inner(buf: np.ndarray, po: int, end: int) -> int:
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _looks_teredo(buf: np.ndarray, po: int, end: int) -> bool:
     """Zeek's TeredoAnalyzer::DetectProtocol: Teredo on a port not registered for it.
 
@@ -192,7 +192,7 @@ def _looks_teredo(buf: np.ndarray, po: int, end: int) -> bool:
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _clear(rows: np.ndarray, addr: np.ndarray, r: int, frame: int) -> None:
     for k in range(NFIELDS):
         rows[r, k] = 0
@@ -211,7 +211,7 @@ def _clear(rows: np.ndarray, addr: np.ndarray, r: int, frame: int) -> None:
         addr[r, k] = np.uint64(0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode(
     buf: np.ndarray,
     offs: np.ndarray,
@@ -230,7 +230,7 @@ def decode(
     return r
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode_frame(  # one flat pass over the layers is the point
     buf: np.ndarray, off: int, caplen: int, lt: int, frame: int,
     rows: np.ndarray, addr: np.ndarray, r: int,

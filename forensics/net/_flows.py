@@ -108,7 +108,7 @@ def _hash(a0: np.uint64, a1: np.uint64, p0: int, b0: np.uint64, b1: np.uint64, p
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rebuild_index(fi: np.ndarray, fa: np.ndarray, n: int, ht: np.ndarray) -> None:
     """Re-insert flows ``0..n-1`` into a cleared hash index."""
     ht[:] = -1
@@ -129,7 +129,7 @@ def _lower(c: int) -> int:
     return c + 32 if 65 <= c <= 90 else c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _add_hist(fi: np.ndarray, fh: np.ndarray, f: int, code: int) -> None:
     n = fi[f, FI_HLEN]
     if n < HMAX:
@@ -137,7 +137,7 @@ def _add_hist(fi: np.ndarray, fh: np.ndarray, f: int, code: int) -> None:
         fi[f, FI_HLEN] = n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _check_hist(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, mask: int,
                 code: int) -> bool:
     """Zeek's CheckHistory: add the letter the first time; True if seen before."""
@@ -151,7 +151,7 @@ def _check_hist(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, mask: int
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scaled_hist(fi: np.ndarray, fh: np.ndarray, f: int, e: int, is_orig: bool, cnt: int,
                  th: int, code: int) -> None:
     """Zeek's ScaledHistoryEntry: the letter at the 1st, 10th, 100th... occurrence."""
@@ -170,7 +170,7 @@ def _sdelta(a: int, b: int) -> int:
     return x - U32 if x >= 0x80000000 else x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _new_flow(fi: np.ndarray, fa: np.ndarray, fh: np.ndarray, f: int, rows: np.ndarray,
               addr: np.ndarray, r: int, ts: int, frame: int, trans: int, flip: bool) -> None:
     fi[f, :] = 0
@@ -207,7 +207,7 @@ def _new_flow(fi: np.ndarray, fa: np.ndarray, fh: np.ndarray, f: int, rows: np.n
         _add_hist(fi, fh, f, 94)  # '^'
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expired(fi: np.ndarray, f: int, t: int) -> bool:
     """Would one of Zeek's timers have removed flow ``f`` before time ``t``?"""
     last = fi[f, FI_LAST_TS]
@@ -250,7 +250,7 @@ def _expired(fi: np.ndarray, f: int, t: int) -> bool:
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _is_reuse(fi: np.ndarray, f: int, flags: int, seq: int) -> bool:
     """Zeek's TCPSessionAdapter::IsReuse for a packet of an existing connection."""
     if not (flags & SYN):
@@ -271,7 +271,7 @@ def _is_reuse(fi: np.ndarray, f: int, flags: int, seq: int) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _set_state(fi: np.ndarray, f: int, e: int, p: int, st: int) -> None:
     cur = fi[f, e + E_STATE]
     if st == cur:
@@ -285,7 +285,7 @@ def _set_state(fi: np.ndarray, f: int, e: int, p: int, st: int) -> None:
     fi[f, e + E_STATE] = st
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _tcp(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, t: int, flags: int,
          seq: int, ack: int, win: int, length: int) -> None:
     """One TCP packet through Zeek's TCPSessionAdapter::Process (minus reassembly)."""
@@ -453,7 +453,7 @@ def _tcp(fi: np.ndarray, fh: np.ndarray, f: int, is_orig: bool, t: int, flags: i
             fi[f, FI_DELETE_AT] = fi[f, FI_LAST_TS] + TCP_CLOSE_DELAY
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def track(
     rows: np.ndarray, addr: np.ndarray, nrows: int, ts: np.ndarray, frames: np.ndarray,
     fi: np.ndarray, fa: np.ndarray, fh: np.ndarray, ht: np.ndarray, nflows: int,
@@ -609,7 +609,7 @@ def track(
     return nrows, nflows, ndone
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def tcp_size(fi: np.ndarray, f: int, e: int) -> int:
     """Zeek's TCP_Endpoint::Size for endpoint ``e`` (EB or EB+EN) of flow ``f``."""
     p = EB + EN if e == EB else EB

@@ -58,7 +58,7 @@ def _u32(buf: np.ndarray, i: int, swap: bool) -> int:
     )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_pcap(
     buf: np.ndarray,
     pos: int,
@@ -108,7 +108,7 @@ def walk_pcap(
         pos += 16 + caplen
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def resync_pcap(buf: np.ndarray, pos: int, swap: bool, prev_sec: int, snaplen: int) -> int:
     """Find the next plausible pcap record header at or after ``pos``.
 
@@ -148,7 +148,7 @@ def resync_pcap(buf: np.ndarray, pos: int, swap: bool, prev_sec: int, snaplen: i
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_pcapng(
     buf: np.ndarray,
     pos: int,
@@ -232,7 +232,7 @@ def walk_pcapng(
         pos += blen
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def resync_pcapng(buf: np.ndarray, pos: int, swap: bool) -> int:
     """Find the next block at or after ``pos`` whose leading and trailing lengths agree.
 
