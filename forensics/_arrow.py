@@ -41,7 +41,7 @@ def _validity(null: np.ndarray | None, n: int) -> tuple[pa.Buffer | None, int]:
 
 
 def column(values: np.ndarray, type: pa.DataType | None = None, *,
-           null: np.ndarray | None = None) -> pa.Array:
+           null: np.ndarray | None = None, validity: np.ndarray | None = None) -> pa.Array:
     """An Arrow array over a 1-d numeric or boolean numpy array.
 
     Args:
@@ -49,6 +49,8 @@ def column(values: np.ndarray, type: pa.DataType | None = None, *,
         type: the Arrow type (default: the one matching the dtype). Timestamps
             and durations take int64 counts of their unit.
         null: True where the value is missing (its value is then ignored).
+        validity: instead of ``null``, an Arrow validity bitmap already packed
+            (uint8, least significant bit first, 1 = present), used as is.
 
     Returns:
         The array, sharing the numpy buffer where no cast was needed.
@@ -59,12 +61,17 @@ def column(values: np.ndarray, type: pa.DataType | None = None, *,
     if type is None:
         type = pa.from_numpy_dtype(values.dtype)
     n = values.shape[0]
-    validity, nulls = _validity(null, n)
+    if validity is not None:
+        if validity.dtype != np.uint8 or validity.shape[0] < (n + 7) // 8:
+            raise ValueError("validity must be a packed uint8 bitmap covering every value")
+        bitmap, nulls = pa.py_buffer(np.ascontiguousarray(validity)), -1  # counted when needed
+    else:
+        bitmap, nulls = _validity(null, n)
     if pa.types.is_boolean(type):
         data = np.packbits(values.astype(bool, copy=False), bitorder="little")
     else:
         data = np.ascontiguousarray(values.astype(_numpy_dtype(type), copy=False))
-    return pa.Array.from_buffers(type, n, [validity, pa.py_buffer(data)], null_count=nulls)
+    return pa.Array.from_buffers(type, n, [bitmap, pa.py_buffer(data)], null_count=nulls)
 
 
 def strings(values: Sequence[str | None] | np.ndarray) -> pa.StringArray:
@@ -98,10 +105,15 @@ def strings(values: Sequence[str | None] | np.ndarray) -> pa.StringArray:
 
 
 def dictionary(codes: np.ndarray, names: Sequence[str | None] | pa.Array, *,
-               null: np.ndarray | None = None) -> pa.DictionaryArray:
-    """A dictionary-encoded string column: int32 ``codes`` into ``names``."""
+               null: np.ndarray | None = None,
+               validity: np.ndarray | None = None) -> pa.DictionaryArray:
+    """A dictionary-encoded string column: int32 ``codes`` into ``names``.
+
+    ``null`` and ``validity`` mark missing values as in :func:`column`.
+    """
     values = names if isinstance(names, pa.Array) else strings(names)
-    return pa.DictionaryArray.from_arrays(column(codes, pa.int32(), null=null), values)
+    return pa.DictionaryArray.from_arrays(column(codes, pa.int32(), null=null, validity=validity),
+                                          values)
 
 
 def _array(values: list[Any], typ: pa.DataType) -> pa.Array:

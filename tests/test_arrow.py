@@ -88,3 +88,14 @@ def test_packet_pass_does_not_import_pandas(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_packed_validity_is_used_as_is():
+    values = np.arange(10, dtype=np.int32)
+    null = np.array([i % 3 == 0 for i in range(10)])
+    bits = np.packbits(~null, bitorder="little")
+    assert A.column(values, pa.int32(), validity=bits).equals(pa.array(values, pa.int32(), mask=null))
+    codes = np.array([0, 1] * 5)
+    assert A.dictionary(codes, ["a", "b"], validity=bits).equals(A.dictionary(codes, ["a", "b"], null=null))
+    with pytest.raises(ValueError):
+        A.column(values, validity=bits[:1])

@@ -127,10 +127,6 @@ class _AddrNames:
         return A.dictionary(codes, self.names(uniq), null=~valid)
 
 
-def _opt(a: np.ndarray, missing: np.ndarray, typ: pa.DataType) -> pa.Array:
-    return A.column(a, typ, null=missing)
-
-
 EV_SHIFT = 41  # flow keys carry the index of the stream file the flow started in
 FRAME_MASK = (1 << EV_SHIFT) - 1
 FID_MASK = (1 << (EV_SHIFT + 1)) - 1
@@ -533,54 +529,36 @@ class NetPipeline:
         fid: np.ndarray,
         orig: np.ndarray,
     ) -> None:
-        fi_ = rows[:, d.F_FRAME]
         n = rows.shape[0]
-        ts = b.ts_ns[fi_]
-        isip = rows[:, d.F_IPV] != 0
-        tcp = rows[:, d.F_PROTO] == 6
-        tcp_ok = tcp & (rows[:, d.F_SPORT] >= 0)
-        ports_ok = rows[:, d.F_SPORT] >= 0
-        payoff = rows[:, d.F_PAYOFF]
-        # Payload of a reassembled datagram is not contiguous in the file.
-        no_pay = (payoff < 0) | ((rows[:, d.F_FRAG] & 8) != 0)
-        uid_inv, uid_keys = _encode_ints(fid)
-        tun = rows[:, d.F_TUNNEL]
-        errs = rows[:, d.F_ERR]
-        err_names = [d.ERR_TEXT.get(i, "") for i in range(9)]
-        tun_names = ["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]]
-        cols = {
+        nbytes = (n + 7) // 8
+        i64 = np.empty((len(_I64), n), np.int64)
+        i32 = np.empty((len(_I32), n), np.int32)
+        i16 = np.empty((len(_I16), n), np.int16)
+        u32 = np.empty((len(_U32), n), np.uint32)
+        u16 = np.empty((len(_U16), n), np.uint16)
+        u8 = np.empty((len(_U8), n), np.uint8)
+        orig_bits = np.zeros(nbytes, np.uint8)
+        valid = np.zeros((_NVALID, nbytes), np.uint8)
+        _index_columns(rows, frames, b.ts_ns, b.off, b.caplen, b.wirelen, b.iface, b.linktype,
+                       b.base, fid, orig, i64, i32, i16, u32, u16, u8, orig_bits, valid)
+        cols: dict[str, pa.Array] = {
             "evidence_id": pa.nulls(n, self.schema.field("evidence_id").type),
-            "frame": A.column(frames[fi_]),
-            "ts_ns": A.column(ts, null=ts == NO_TS),
-            "file_offset": A.column(b.base + b.off[fi_]),
-            "caplen": A.column(b.caplen[fi_], pa.int32()),
-            "wirelen": A.column(b.wirelen[fi_], pa.int32()),
-            "interface": A.column(b.iface[fi_]),
-            "linktype": A.column(b.linktype[fi_]),
-            "tunnel_depth": A.column(rows[:, d.F_DEPTH], pa.uint8()),
-            "tunnel": A.dictionary(tun, tun_names, null=tun == 0),
-            "vlan": _opt(rows[:, d.F_VLAN], rows[:, d.F_VLAN] < 0, pa.int16()),
-            "inner_vlan": _opt(rows[:, d.F_VLAN2], rows[:, d.F_VLAN2] < 0, pa.int16()),
-            "ethertype": _opt(rows[:, d.F_ETHERTYPE], rows[:, d.F_ETHERTYPE] < 0, pa.int32()),
-            "ip_version": _opt(rows[:, d.F_IPV], ~isip, pa.uint8()),
-            "src": self.addrs.dictionary(addr[:, d.A_SRC_HI], addr[:, d.A_SRC_LO], isip),
-            "dst": self.addrs.dictionary(addr[:, d.A_DST_HI], addr[:, d.A_DST_LO], isip),
-            "ip_proto": _opt(rows[:, d.F_PROTO], rows[:, d.F_PROTO] < 0, pa.int16()),
-            "src_p": _opt(rows[:, d.F_SPORT], ~ports_ok, pa.int32()),
-            "dst_p": _opt(rows[:, d.F_DPORT], ~ports_ok, pa.int32()),
-            "ip_len": _opt(rows[:, d.F_IPLEN], ~isip, pa.int32()),
-            "tcp_flags": _opt(rows[:, d.F_FLAGS], ~tcp_ok, pa.int16()),
-            "seq": _opt(rows[:, d.F_SEQ], ~tcp_ok, pa.uint32()),
-            "ack": _opt(rows[:, d.F_ACK], ~tcp_ok, pa.uint32()),
-            "window": _opt(rows[:, d.F_WIN], ~tcp_ok, pa.uint16()),
-            "payload_offset": A.column(b.base + payoff, null=no_pay),
-            "payload_len": _opt(rows[:, d.F_PAYLEN], ~isip, pa.int32()),
-            "payload_wire_len": _opt(rows[:, d.F_PAYWIRE], ~isip, pa.int32()),
-            "frag": _opt(rows[:, d.F_FRAG], ~isip, pa.uint8()),
-            "error": A.dictionary(errs, err_names, null=errs == 0),
             "uid": pa.nulls(n, self.schema.field("uid").type),
-            "is_orig": A.column(orig, pa.bool_(), null=fid < 0),
+            "is_orig": pa.Array.from_buffers(pa.bool_(), n, [pa.py_buffer(valid[_V_ORIG]),
+                                                            pa.py_buffer(orig_bits)], null_count=-1),
+            "tunnel": A.dictionary(i32[_I32.index("tunnel")], _TUNNEL_NAMES, validity=valid[_V_TUN]),
+            "error": A.dictionary(i32[_I32.index("error")], _ERR_NAMES, validity=valid[_V_ERR]),
         }
+        for names, arr in ((_I64, i64), (_I32, i32), (_I16, i16), (_U32, u32), (_U16, u16), (_U8, u8)):
+            for j, name in enumerate(names):
+                if name not in cols:
+                    v = _VALID_OF.get(name)
+                    cols[name] = A.column(arr[j], self.schema.field(name).type,
+                                          validity=None if v is None else valid[v])
+        isip = rows[:, d.F_IPV] != 0
+        cols["src"] = self.addrs.dictionary(addr[:, d.A_SRC_HI], addr[:, d.A_SRC_LO], isip)
+        cols["dst"] = self.addrs.dictionary(addr[:, d.A_DST_HI], addr[:, d.A_DST_LO], isip)
+        uid_inv, uid_keys = _encode_ints(fid)
         # The sink fills evidence_id and uid once the evidence hash is known.
         tbl = pa.Table.from_pydict(cols, schema=self.schema)
         self.out.put((tbl, uid_keys, uid_inv, fid < 0))
@@ -687,7 +665,109 @@ class _ParquetSink:
             raise self.error
 
 
-@njit(cache=True)
+# The packet-index columns _index_columns fills, by the numpy array that holds them.
+_I64 = ("frame", "ts_ns", "file_offset", "payload_offset")
+_I32 = ("caplen", "wirelen", "interface", "linktype", "ethertype", "src_p", "dst_p", "ip_len",
+        "payload_len", "payload_wire_len", "tunnel", "error")
+_I16 = ("vlan", "inner_vlan", "ip_proto", "tcp_flags")
+_U32 = ("seq", "ack")
+_U16 = ("window",)
+_U8 = ("tunnel_depth", "ip_version", "frag")
+# Validity bitmaps, one per reason a value can be missing, shared by the columns it applies to.
+(_V_TS, _V_VLAN, _V_VLAN2, _V_ETHER, _V_IP, _V_PROTO, _V_PORTS, _V_TCP, _V_PAY, _V_TUN, _V_ERR,
+ _V_ORIG) = range(12)
+_NVALID = 12
+_VALID_OF = {
+    "ts_ns": _V_TS, "payload_offset": _V_PAY, "ethertype": _V_ETHER, "src_p": _V_PORTS,
+    "dst_p": _V_PORTS, "ip_len": _V_IP, "payload_len": _V_IP, "payload_wire_len": _V_IP,
+    "vlan": _V_VLAN, "inner_vlan": _V_VLAN2, "ip_proto": _V_PROTO, "tcp_flags": _V_TCP,
+    "seq": _V_TCP, "ack": _V_TCP, "window": _V_TCP, "ip_version": _V_IP, "frag": _V_IP,
+}
+_TUNNEL_NAMES = ["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]]
+_ERR_NAMES = [d.ERR_TEXT.get(i, "") for i in range(9)]
+
+
+@njit(cache=True, inline="always")
+def _set_bit(bits: np.ndarray, row: int, k: int) -> None:
+    bits[row, k >> 3] |= np.uint8(1 << (k & 7))
+
+
+@njit(cache=True, nogil=True)
+def _index_columns(
+    rows: np.ndarray, frames: np.ndarray, ts_ns: np.ndarray, off: np.ndarray, caplen: np.ndarray,
+    wirelen: np.ndarray, iface: np.ndarray, linktype: np.ndarray, base: int, fid: np.ndarray,
+    orig: np.ndarray, i64: np.ndarray, i32: np.ndarray, i16: np.ndarray, u32: np.ndarray,
+    u16: np.ndarray, u8: np.ndarray, orig_bits: np.ndarray, valid: np.ndarray,
+) -> None:
+    """Packet-index columns from decoded rows in one pass (the rows matrix is read once).
+
+    Fills the typed arrays in the order of _I64, _I32, ... and the validity
+    bitmaps (bit set = value present) in ``valid``; ``orig_bits`` gets is_orig.
+    """
+    for k in range(rows.shape[0]):
+        f = rows[k, d.F_FRAME]
+        ts = ts_ns[f]
+        proto = rows[k, d.F_PROTO]
+        sport = rows[k, d.F_SPORT]
+        ipv = rows[k, d.F_IPV]
+        payoff = rows[k, d.F_PAYOFF]
+        frag = rows[k, d.F_FRAG]
+        i64[0, k] = frames[f]
+        i64[1, k] = ts
+        i64[2, k] = base + off[f]
+        i64[3, k] = base + payoff
+        i32[0, k] = caplen[f]
+        i32[1, k] = wirelen[f]
+        i32[2, k] = iface[f]
+        i32[3, k] = linktype[f]
+        i32[4, k] = rows[k, d.F_ETHERTYPE]
+        i32[5, k] = sport
+        i32[6, k] = rows[k, d.F_DPORT]
+        i32[7, k] = rows[k, d.F_IPLEN]
+        i32[8, k] = rows[k, d.F_PAYLEN]
+        i32[9, k] = rows[k, d.F_PAYWIRE]
+        i32[10, k] = rows[k, d.F_TUNNEL]
+        i32[11, k] = rows[k, d.F_ERR]
+        i16[0, k] = rows[k, d.F_VLAN]
+        i16[1, k] = rows[k, d.F_VLAN2]
+        i16[2, k] = proto
+        i16[3, k] = rows[k, d.F_FLAGS]
+        u32[0, k] = rows[k, d.F_SEQ]
+        u32[1, k] = rows[k, d.F_ACK]
+        u16[0, k] = rows[k, d.F_WIN]
+        u8[0, k] = rows[k, d.F_DEPTH]
+        u8[1, k] = ipv
+        u8[2, k] = frag
+        if ts != NO_TS:
+            _set_bit(valid, _V_TS, k)
+        if rows[k, d.F_VLAN] >= 0:
+            _set_bit(valid, _V_VLAN, k)
+        if rows[k, d.F_VLAN2] >= 0:
+            _set_bit(valid, _V_VLAN2, k)
+        if rows[k, d.F_ETHERTYPE] >= 0:
+            _set_bit(valid, _V_ETHER, k)
+        if ipv != 0:
+            _set_bit(valid, _V_IP, k)
+        if proto >= 0:
+            _set_bit(valid, _V_PROTO, k)
+        if sport >= 0:
+            _set_bit(valid, _V_PORTS, k)
+            if proto == 6:
+                _set_bit(valid, _V_TCP, k)
+        # Payload of a reassembled datagram is not contiguous in the file.
+        if payoff >= 0 and (frag & 8) == 0:
+            _set_bit(valid, _V_PAY, k)
+        if rows[k, d.F_TUNNEL] != 0:
+            _set_bit(valid, _V_TUN, k)
+        if rows[k, d.F_ERR] != 0:
+            _set_bit(valid, _V_ERR, k)
+        if fid[k] >= 0:
+            _set_bit(valid, _V_ORIG, k)
+            if orig[k] != 0:
+                orig_bits[k >> 3] |= np.uint8(1 << (k & 7))
+
+
+@njit(cache=True, nogil=True)
 def _tcp_sizes(fi: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     o = np.zeros(idx.shape[0], np.int64)
     r = np.zeros(idx.shape[0], np.int64)
@@ -698,7 +778,7 @@ def _tcp_sizes(fi: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return o, r
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expired_flows(fi: np.ndarray, n: int, now: int) -> np.ndarray:
     out = np.empty(n, np.int64)
     k = 0
@@ -709,7 +789,7 @@ def _expired_flows(fi: np.ndarray, n: int, now: int) -> np.ndarray:
     return out[:k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _table_bits(n: int) -> int:
     b = 4
     while (1 << b) < 2 * n + 2:
@@ -717,7 +797,7 @@ def _table_bits(n: int) -> int:
     return b
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode_pairs(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dictionary-encode 128-bit values: codes (int32) and the distinct (hi, lo) pairs.
 
@@ -747,7 +827,7 @@ def _encode_pairs(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return codes, uniq[:k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode_ints(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dictionary-encode int64 values: codes (int32) and the distinct values."""
     n = x.shape[0]
@@ -774,7 +854,7 @@ def _encode_ints(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, uniq[:k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _conn_state_codes(fi: np.ndarray, idx: np.ndarray, osz: np.ndarray, rsz: np.ndarray) -> np.ndarray:
     """Zeek's conn_state as indexes into _STATE_NAMES (see _flows.conn_state)."""
     out = np.empty(idx.shape[0], np.int64)
