@@ -338,10 +338,11 @@ def _second_pass(ctx: IngestContext, path: Path, packets: Path, sessions: Path,
                  stager: _TableStager, *, carve: bool = True) -> None:
     """Reassembly, protocol parsing and carving over the staged packet index (no database)."""
     from forensics.apps import reconstruct
+    from forensics.net.pipeline import SESSIONS_STAGING
 
     app = reconstruct(None, ctx.evidence_id, ctx, packets=packets,
                       sessions=pq.read_table(sessions), evidence_path=path, carve=carve)
-    pq.write_table(app.pop("sessions"), sessions, compression="lz4")  # service filled in
+    pq.write_table(app.pop("sessions"), sessions, **SESSIONS_STAGING)  # service filled in
     for name, tbl in app.items():
         stager.add(name, tbl)
 

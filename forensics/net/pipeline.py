@@ -15,7 +15,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,7 @@ _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _STATE_NAMES = np.array(["S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH",
                          "SH", "SHR", "OTH", "?"], dtype=object)
 _NEEDS_HISTORY = 13
+_STATE_CODE = {name: i for i, name in enumerate(_STATE_NAMES[:_NEEDS_HISTORY])}
 _TRANSPORTS = np.array(["", *[fl.TRANSPORT_NAMES[i] for i in range(1, 5)]], dtype=object)
 _TUNNELS = np.array(["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]], dtype=object)
 _B62_TABLE = np.frombuffer(_B62.encode(), np.uint8)
@@ -149,7 +150,7 @@ class NetPipeline:
         self.addrs = _AddrNames()
         self.last_ts = NO_TS
         self.shas: list[Future[tuple[str, int]]] = []
-        self.sessions: list[tuple[pa.Table, np.ndarray, list[list[int] | None]]] = []
+        self.sessions: list[tuple[pa.Table, np.ndarray, list[list[int] | None] | None]] = []
         self.pending_sessions = 0
         self.schema = TABLES["packets"].arrow_schema()
         self.frags: FragmentReassembler | None = None
@@ -427,15 +428,16 @@ class NetPipeline:
         osz = np.where(tcp, osz, np.maximum(fi[:, fl.FI_OLEN], 0))
         rsz = np.where(tcp, rsz, np.maximum(fi[:, fl.FI_RLEN], 0))
         codes = _conn_state_codes(self.fi, idx, osz, rsz)
-        states = _STATE_NAMES[codes]
         for k in np.nonzero(codes == _NEEDS_HISTORY)[0].tolist():
             # RSTOS0 vs OTH depends on the history letters (a regex in Zeek's script).
-            states[k] = fl.conn_state(fl.RESET, fl.INACTIVE, 0, 0, hist[k].as_py() or "", fl.T_TCP)
+            name = fl.conn_state(fl.RESET, fl.INACTIVE, 0, 0, hist[k].as_py() or "", fl.T_TCP)
+            codes[k] = _STATE_CODE[name]
         start, last = fi[:, fl.FI_START_TS], fi[:, fl.FI_LAST_TS]
         has_dur = last > start
         fids = fi[:, fl.FI_FIRST_FRAME] * 2 + fi[:, fl.FI_DEPTH]
-        parents: list[list[int] | None] = [None] * idx.size
+        parents: list[list[int] | None] | None = None  # None: no session of this batch has any
         if self.parents:
+            parents = [None] * idx.size
             for k, fid in enumerate(fids.tolist()):
                 p = self.parents.pop(fid, None)
                 parents[k] = sorted(p) if p else None
@@ -460,7 +462,7 @@ class NetPipeline:
             "resp_p": A.column(fi[:, fl.FI_RP], pa.int32()),
             "orig_bytes": A.column(osz, null=~has_dur),
             "resp_bytes": A.column(rsz, null=~has_dur),
-            "conn_state": A.strings(states.tolist()),
+            "conn_state": A.dictionary(codes, _STATE_NAMES.tolist()).dictionary_decode(),
             "history": hist,
             "missed_bytes": A.column(missed),
             "orig_pkts": A.column(fi[:, fl.FI_OPKTS]),
@@ -485,7 +487,7 @@ class NetPipeline:
         if not tbl.num_rows:
             return
         if self._staged is None:
-            self._staged = pq.ParquetWriter(self.sessions_path, tbl.schema, compression="lz4")
+            self._staged = pq.ParquetWriter(self.sessions_path, tbl.schema, **SESSIONS_STAGING)
         self._staged.write_table(tbl)
 
     def staged_sessions(self) -> Path | None:
@@ -508,15 +510,22 @@ class NetPipeline:
         for tbl, fids, parents in batches:
             ev = fids >> (EV_SHIFT + 1)
             eids = np.array([f.result()[0][:16].encode() for f in self.shas])[ev]
-            puids = [sorted(self.uids(np.array(p)).astype(str).tolist()) if p else None
-                     for p in parents]
-            tbl = (
+            if parents is None:
+                tunnel_parents = pa.nulls(fids.shape[0], pa.list_(pa.string()))
+            else:
+                tunnel_parents = A.string_lists(
+                    [sorted(self.uids(np.array(p)).astype(str).tolist()) if p else None
+                     for p in parents])
+            parts.append(
                 tbl.append_column("uid", A.strings(self.uids(fids)))
-                .append_column("tunnel_parents", A.string_lists(puids))
+                .append_column("tunnel_parents", tunnel_parents)
                 .append_column("evidence_id", A.strings(eids))
             )
-            parts.append(spec.conform(tbl))
-        return pa.concat_tables(parts).sort_by([("first_frame", "ascending")])
+        tbl = spec.conform(pa.concat_tables(parts))
+        first = np.concatenate([(fids >> 1) & FRAME_MASK for _, fids, _ in batches])  # first_frame
+        if first.size < 2 or (first[1:] >= first[:-1]).all():
+            return tbl
+        return tbl.take(A.column(np.argsort(first, kind="stable")))  # in order of first packet
 
     # ---- packet index ----------------------------------------------------------------
 
@@ -582,6 +591,13 @@ class NetPipeline:
 DICT_ENCODED = ("evidence_id", "tunnel", "src", "dst", "error", "uid", "interface", "linktype",
                 "tunnel_depth", "ip_version", "ip_proto", "frag", "vlan", "inner_vlan", "ethertype",
                 "tcp_flags")
+# Staged sessions are written once and read once, by the commit: no statistics, and
+# dictionaries only where values repeat. 522k sessions: written 2x faster (measured).
+SESSIONS_STAGING: dict[str, Any] = {
+    "compression": "lz4", "write_statistics": False,
+    "use_dictionary": ["proto", "service", "conn_state", "history", "tunnel", "source",
+                       "evidence_id", "orig_h", "resp_h"],
+}
 SINK_BUDGET = 192 << 20  # bytes of decoded batches waiting for the writer, at most
 
 
