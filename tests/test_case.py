@@ -8,7 +8,7 @@ import pytest
 from _pcapbuild import eth, handshake_session, write_pcap
 
 import forensics
-from forensics.errors import CaseError, EvidenceChangedError, QueryError
+from forensics.errors import CaseError, EvidenceChangedError, QueryError, UnsupportedSource
 
 
 @pytest.fixture
@@ -111,3 +111,41 @@ def test_sessions_filters_and_query_errors(tmp_path, capture):
         assert len(c.sessions(since="2030-01-01")) == 0
         with pytest.raises(QueryError):
             c.sql("SELECT nope FROM sessions")
+
+
+def test_detecting_a_capture_loads_no_log_source(tmp_path):
+    """Detection imports source modules in registration order and stops at the first match:
+    a capture is recognised without importing the log parsers."""
+    import subprocess
+    import sys
+
+    cap = write_pcap(tmp_path / "s.pcap", [eth(p) for p in handshake_session()])
+    code = (
+        "import sys\nfrom forensics import sources\n"
+        f"print(sources.detect({str(cap)!r}).name)\n"
+        "print(sorted(m for m in ('syslog', 'weblog', 'zeek_log', 'suricata_eve', 'winevent_json')"
+        " if 'forensics.sources.' + m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["pcap", "[]"]
+
+
+def test_lazy_detection_picks_what_the_full_registry_picks(shared):
+    """The same source, in the same order of precedence, as trying every registered source,
+    on every public capture and log in ../shared (and files of no known format)."""
+    from forensics import sources
+
+    files = sorted(p for p in shared.rglob("*") if p.is_file() and not p.name.startswith("."))
+    assert len(files) > 500
+    names: set[str | None] = set()
+    for f in files:
+        head = f.read_bytes()[: sources.SNIFF_BYTES]
+        want = next((s.name for s in sources.all_sources().values() if s.sniff(head)), None)
+        try:
+            got = sources.detect(f).name
+        except UnsupportedSource:
+            got = None
+        assert got == want, f
+        names.add(got)
+    assert {"pcap", "pcapng", "evtx", "suricata_eve", "syslog", None} <= names

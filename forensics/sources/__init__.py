@@ -66,20 +66,43 @@ def register(cls: S) -> S:
 _BROKEN: dict[str, str] = {}
 
 
+def _import(name: str) -> None:
+    try:
+        importlib.import_module(f"{__name__}.{name}")
+    except ImportError as exc:
+        # A source whose optional dependency is missing must not stop the others.
+        if name not in _BROKEN:
+            _BROKEN[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("source %s unavailable: %s", name, exc)
+
+
+def _modules() -> list[str]:
+    return [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+
+
 def _load() -> None:
     global _loaded
     if _loaded:
         return
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name.startswith("_"):
-            continue
-        try:
-            importlib.import_module(f"{__name__}.{mod.name}")
-        except ImportError as exc:
-            # A source whose optional dependency is missing must not stop the others.
-            _BROKEN[mod.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("source %s unavailable: %s", mod.name, exc)
+    for name in _modules():
+        _import(name)
     _loaded = True
+
+
+def _sources_as_loaded() -> Iterator[Source]:
+    """Every source in registration order, importing source modules only as far as needed.
+
+    Detecting a capture need not import the log sources (their parsers and
+    dependencies cost a command-line ingest about 0.05 s before its first packet).
+    """
+    given = 0
+    for name in [None, *(() if _loaded else _modules())]:
+        if name is not None:
+            _import(name)
+        registered = list(_REGISTRY.values())
+        for cls in registered[given:]:
+            yield cls()
+        given = len(registered)
 
 
 def unavailable() -> dict[str, str]:
@@ -117,7 +140,7 @@ def detect(path: str | Path) -> Source:
     p = Path(path)
     with p.open("rb") as fh:
         head = fh.read(SNIFF_BYTES)
-    for src in all_sources().values():
+    for src in _sources_as_loaded():
         if src.sniff(head):
             return src
     what = "empty file" if not head else f"first bytes {head[:8].hex()}"
