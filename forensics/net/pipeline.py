@@ -151,6 +151,9 @@ class NetPipeline:
         self.last_ts = NO_TS
         self.shas: list[Future[tuple[str, int]]] = []
         self.sessions: list[tuple[pa.Table, np.ndarray, list[list[int] | None] | None]] = []
+        # Ended connections' flow-table rows (fi, fa, fh, tunnel parents), not yet sessions rows.
+        self._ended: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int] | None] | None]] = []
+        self._ended_n = 0
         self.pending_sessions = 0
         self.schema = TABLES["packets"].arrow_schema()
         self.frags: FragmentReassembler | None = None
@@ -415,19 +418,48 @@ class NetPipeline:
     # ---- sessions --------------------------------------------------------------------
 
     def _emit(self, idx: np.ndarray) -> None:
-        """Turn flow-table rows into sessions rows (Zeek conn.log semantics)."""
+        """End these flow-table rows' connections: keep a copy of the rows for the sessions table.
+
+        The rows become sessions rows in batches (:meth:`_ended_to_rows`): one
+        Arrow table per batch of thousands rather than per chunk of packets.
+        """
         if idx.size == 0:
             return
-        fi, fa = self.fi[idx], self.fa[idx]
-        hist = _history_array(self.fh[idx], fi[:, fl.FI_HLEN])
+        fi, fa, fh = self.fi[idx], self.fa[idx], self.fh[idx]  # copies
         self.fi[idx, fl.FI_ALIVE] = 0
+        parents: list[list[int] | None] | None = None  # None: no session of this batch has any
+        if self.parents:
+            parents = [None] * idx.size
+            fids = fi[:, fl.FI_FIRST_FRAME] * 2 + fi[:, fl.FI_DEPTH]
+            for k, fid in enumerate(fids.tolist()):
+                p = self.parents.pop(fid, None)
+                parents[k] = sorted(p) if p else None
+        self._ended.append((fi, fa, fh, parents))
+        self._ended_n += idx.size
+        if self._ended_n >= ENDED_BATCH:
+            self._ended_to_rows()
+
+    def _ended_to_rows(self) -> None:
+        """Turn the ended connections kept so far into sessions rows (Zeek conn.log semantics)."""
+        if not self._ended:
+            return
+        ended, self._ended, n = self._ended, [], self._ended_n
+        self._ended_n = 0
+        fi = np.concatenate([e[0] for e in ended])
+        fa = np.concatenate([e[1] for e in ended])
+        fh = np.concatenate([e[2] for e in ended])
+        parents: list[list[int] | None] | None = None
+        if any(e[3] is not None for e in ended):
+            parents = [p for e in ended for p in (e[3] if e[3] is not None else [None] * len(e[0]))]
+        idx = np.arange(n)
+        hist = _history_array(fh, fi[:, fl.FI_HLEN])
         o, r = fl.EB, fl.EB + fl.EN
         trans = fi[:, fl.FI_TRANS]
         tcp = trans == fl.T_TCP
-        osz, rsz = _tcp_sizes(self.fi, idx)
+        osz, rsz = _tcp_sizes(fi, idx)
         osz = np.where(tcp, osz, np.maximum(fi[:, fl.FI_OLEN], 0))
         rsz = np.where(tcp, rsz, np.maximum(fi[:, fl.FI_RLEN], 0))
-        codes = _conn_state_codes(self.fi, idx, osz, rsz)
+        codes = _conn_state_codes(fi, idx, osz, rsz)
         for k in np.nonzero(codes == _NEEDS_HISTORY)[0].tolist():
             # RSTOS0 vs OTH depends on the history letters (a regex in Zeek's script).
             name = fl.conn_state(fl.RESET, fl.INACTIVE, 0, 0, hist[k].as_py() or "", fl.T_TCP)
@@ -435,12 +467,6 @@ class NetPipeline:
         start, last = fi[:, fl.FI_START_TS], fi[:, fl.FI_LAST_TS]
         has_dur = last > start
         fids = fi[:, fl.FI_FIRST_FRAME] * 2 + fi[:, fl.FI_DEPTH]
-        parents: list[list[int] | None] | None = None  # None: no session of this batch has any
-        if self.parents:
-            parents = [None] * idx.size
-            for k, fid in enumerate(fids.tolist()):
-                p = self.parents.pop(fid, None)
-                parents[k] = sorted(p) if p else None
         missed = np.where(
             tcp,
             np.maximum(fi[:, o + fl.E_HOLES] - fi[:, o + fl.E_FILLS], 0)
@@ -478,7 +504,7 @@ class NetPipeline:
         }
         # uids need the evidence hash, which may still be computing: added when known.
         self.sessions.append((pa.table(cols), fids, parents))
-        self.pending_sessions += idx.size
+        self.pending_sessions += n
         if all(f.done() for f in self.shas) and self.pending_sessions >= 50_000:
             self._stage_sessions()
 
@@ -500,8 +526,13 @@ class NetPipeline:
         return self.sessions_path
 
     def sessions_table(self) -> pa.Table:
-        """Sessions emitted since the last call, with their uids (waits for the hashes)."""
+        """Sessions ended since the last call, with their uids (waits for the hashes).
+
+        Rows come in the order the connections ended (as in Zeek's conn.log), the
+        ones still open at the end of the stream last.
+        """
         spec = TABLES["sessions"]
+        self._ended_to_rows()
         if not self.sessions:
             return spec.empty()
         self.pending_sessions = 0
@@ -521,11 +552,7 @@ class NetPipeline:
                 .append_column("tunnel_parents", tunnel_parents)
                 .append_column("evidence_id", A.strings(eids))
             )
-        tbl = spec.conform(pa.concat_tables(parts))
-        first = np.concatenate([(fids >> 1) & FRAME_MASK for _, fids, _ in batches])  # first_frame
-        if first.size < 2 or (first[1:] >= first[:-1]).all():
-            return tbl
-        return tbl.take(A.column(np.argsort(first, kind="stable")))  # in order of first packet
+        return spec.conform(pa.concat_tables(parts))
 
     # ---- packet index ----------------------------------------------------------------
 
@@ -599,6 +626,7 @@ SESSIONS_STAGING: dict[str, Any] = {
                        "evidence_id", "orig_h", "resp_h"],
 }
 SINK_BUDGET = 192 << 20  # bytes of decoded batches waiting for the writer, at most
+ENDED_BATCH = 16384  # ended connections turned into sessions rows at a time
 
 
 class _ParquetSink:
