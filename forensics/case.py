@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
 import shutil
 import socket
 import warnings
@@ -255,8 +256,14 @@ class Case:
         """Open the transaction for one file's rows, dropping leftovers of an earlier try."""
         # Ingest memory must stay bounded whatever the evidence size; DuckDB's own
         # default (80% of RAM) would let the bulk load of a large file grow freely.
-        self._memory_limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]  # type: ignore[index]
+        # Bulk loads need not keep the staged files' row order (tables have none in SQL):
+        # DuckDB then loads row groups on all its threads (522k sessions: 0.6-0.7 -> 0.4 s).
+        self._settings = {
+            name: self.con.execute(f"SELECT current_setting('{name}')").fetchone()[0]  # type: ignore[index]
+            for name in ("memory_limit", "preserve_insertion_order")
+        }
         self.con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+        self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("BEGIN TRANSACTION")
         for t in TABLES.values():
             if t.storage == "duckdb" and "evidence_id" in t.names and t.name != "evidence":
@@ -277,19 +284,22 @@ class Case:
         }
         self._insert_row("ingest_runs", run)
         self.con.execute("COMMIT")
-        self._restore_memory_limit()
+        self._restore_settings()
 
-    def _restore_memory_limit(self) -> None:
-        limit = getattr(self, "_memory_limit", None)
-        if limit:
+    def _restore_settings(self) -> None:
+        """Undo the settings :meth:`_begin_ingest` changed for the bulk load."""
+        for name, value in getattr(self, "_settings", {}).items():
+            if name == "memory_limit":
+                value = _unrounded(value)
             with contextlib.suppress(duckdb.Error):
-                self.con.execute(f"SET memory_limit = '{limit}'")
+                self.con.execute(f"SET {name} = ?", [value])
+        self._settings = {}
 
     def _abort_ingest(self, evidence_id: str) -> None:
         """Roll back one file's rows and mark the evidence as failed."""
         with contextlib.suppress(duckdb.Error):
             self.con.execute("ROLLBACK")
-        self._restore_memory_limit()
+        self._restore_settings()
         with contextlib.suppress(duckdb.Error):
             self.con.execute("UPDATE evidence SET status = 'failed' WHERE evidence_id = ?",
                              [evidence_id])
@@ -532,6 +542,16 @@ class Case:
         q = "SELECT * FROM sessions" + (" WHERE " + " AND ".join(where) if where else "")
         q += " ORDER BY ts, uid" + (f" LIMIT {int(limit)}" if limit else "")
         return self.sql(q, params)
+
+
+def _unrounded(size: str) -> str:
+    """A DuckDB size as read back (``'18.8 GiB'``, cut to one decimal) to set it again.
+
+    Setting the text read would lower the limit by up to 0.1 unit each time (measured:
+    18.8, 18.7, 18.6 GiB after three ingests); half a step up reads back as before.
+    """
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B)", size.strip())
+    return f"{float(m[1]) + 0.05:.2f} {m[2]}" if m else size
 
 
 def _sql_str(s: str) -> str:

@@ -149,3 +149,21 @@ def test_lazy_detection_picks_what_the_full_registry_picks(shared):
         assert got == want, f
         names.add(got)
     assert {"pcap", "pcapng", "evtx", "suricata_eve", "syslog", None} <= names
+
+
+def test_ingest_restores_the_settings_it_changes(tmp_path, capture):
+    """The bulk load bounds memory and drops insertion order; the connection gets both back
+    after each file, and the rows loaded are all there."""
+    settings = "SELECT current_setting('memory_limit') m, current_setting('preserve_insertion_order') p"
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(capture.read_bytes()[:-10])  # last record cut short: a warning, not an error
+    with forensics.open_case(tmp_path / "c") as c:
+        c.con.execute("SET memory_limit = '3GB'")
+        before = c.sql(settings).to_dict("records")
+        c.ingest(capture)
+        assert c.sql(settings).to_dict("records") == before
+        c.ingest(cut)
+        assert c.sql(settings).to_dict("records") == before
+        assert before[0]["p"] is True
+        assert c.sql("SELECT count(*) n FROM sessions")["n"][0] == 4
+        assert c.sql("SELECT count(*) n FROM ingest_warnings WHERE code = 'truncated_record'")["n"][0] == 1
