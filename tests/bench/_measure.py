@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-__all__ = ["measure"]
+__all__ = ["measure", "median_run"]
 
 # Runs in its own interpreter, so that its resource usage is the command's alone.
 # argv: keep ("1": keep the command's output, "0": discard it), then the command.
@@ -51,3 +51,8 @@ def measure(cmd: list[str], *, output: bool = False, sync: bool = False) -> dict
     if output and len(lines) > 1 and lines[-1].startswith("{"):
         res.update(json.loads(lines[-1]))
     return res
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The median of several :func:`measure` results, by wall time (the upper one of two)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]

@@ -6,7 +6,9 @@ Generates deterministic captures (tests/bench/gen_capture.py), then times:
 * ``tshark -q -z conv,tcp`` (the issue's reference), and ``tcpflow`` when installed,
 
 each as its own process, reporting wall time, peak resident memory and the
-ratio. Run at two sizes to show that memory does not grow with the file.
+ratio. Run at two sizes to show that memory does not grow with the file. The
+tools alternate ``--repeat`` times (default 3) so that all see the same machine
+load, and each one's median run is reported.
 
     python tests/bench/bench_ingest.py --size 1G --small 100M --out bench-out
 """
@@ -24,33 +26,45 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _measure import measure  # noqa: E402
+from _measure import measure, median_run  # noqa: E402
 from gen_capture import _parse_size as parse_size  # noqa: E402
 from gen_capture import generate  # noqa: E402
 
 
-def bench_one(capture: Path, work: Path) -> dict:
-    """Time breachbook and its peers on one capture."""
+def bench_one(capture: Path, work: Path, repeat: int = 1) -> dict:
+    """Time breachbook and its peers on one capture.
+
+    With ``repeat`` > 1 the tools alternate, so all see the same machine load, and
+    each one's median run (by wall time) is reported, every run kept under ``runs``.
+    """
     size = capture.stat().st_size
     res: dict = {"file": str(capture), "bytes": size}
     case = work / f"case-{capture.stem}"
-    shutil.rmtree(case, ignore_errors=True)
     # The packet index and sessions (tshark conv's job); reassembly and protocols are
     # timed beside tcpflow by bench_reassembly.py.
     bb = [sys.executable, "-m", "forensics.cli", "ingest", "-q", "--packets-only", str(case),
           str(capture)]
-    res["breachbook"] = measure(bb)
-    if shutil.which("tshark"):
-        res["tshark_conv_tcp"] = measure(["tshark", "-q", "-r", str(capture), "-z", "conv,tcp"])
+    runs: dict[str, list[dict]] = {"breachbook": [], "tshark_conv_tcp": [], "tcpflow": []}
+    for _ in range(repeat):
+        shutil.rmtree(case, ignore_errors=True)
+        runs["breachbook"].append(measure(bb))
+        shutil.rmtree(case, ignore_errors=True)
+        if shutil.which("tshark"):
+            runs["tshark_conv_tcp"].append(measure(["tshark", "-q", "-r", str(capture), "-z", "conv,tcp"]))
+        if shutil.which("tcpflow"):
+            flows = work / f"tcpflow-{capture.stem}"
+            shutil.rmtree(flows, ignore_errors=True)
+            flows.mkdir()
+            runs["tcpflow"].append(measure(["tcpflow", "-r", str(capture), "-o", str(flows)], sync=True))
+            shutil.rmtree(flows, ignore_errors=True)
+    for tool, rs in runs.items():
+        if rs:  # the median run's time, and the highest peak memory of all runs
+            res[tool] = {**median_run(rs), "peak_mib": max(r["peak_mib"] for r in rs)}
+    res["runs"] = {tool: [r["seconds"] for r in rs] for tool, rs in runs.items() if rs}
+    if "tshark_conv_tcp" in res:
         res["ratio_tshark"] = res["tshark_conv_tcp"]["seconds"] / res["breachbook"]["seconds"]
-    if shutil.which("tcpflow"):
-        flows = work / f"tcpflow-{capture.stem}"
-        shutil.rmtree(flows, ignore_errors=True)
-        flows.mkdir()
-        res["tcpflow"] = measure(["tcpflow", "-r", str(capture), "-o", str(flows)])
+    if "tcpflow" in res:
         res["ratio_tcpflow"] = res["tcpflow"]["seconds"] / res["breachbook"]["seconds"]
-        shutil.rmtree(flows, ignore_errors=True)
-    shutil.rmtree(case, ignore_errors=True)
     return res
 
 
@@ -61,6 +75,7 @@ def main() -> int:
     ap.add_argument("--small", default="100M", help="small capture size, for the memory comparison")
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--keep", action="store_true", help="keep the generated captures")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each tool, alternating; medians reported")
     ap.add_argument("--no-interactive", dest="interactive", action="store_false",
                     help="skip the small-packet (interactive) capture")
     args = ap.parse_args()
@@ -77,7 +92,7 @@ def main() -> int:
         for mix, label, size in runs:
             cap = work / f"bench-{mix}-{label}.pcap"
             summary = generate(cap, parse_size(size), seed=1, mix=mix)
-            r = bench_one(cap, work)
+            r = bench_one(cap, work, max(1, args.repeat))
             r["label"], r["mix"], r["packets"] = label, mix, summary["packets"]
             results.append(r)
             if args.keep:
@@ -92,8 +107,11 @@ def main() -> int:
                 m = r[tool]
                 print(f"{r['mix']:>12} {mb:>7.0f}MB {r['packets']:>10,} {tool:>16} {m['seconds']:>8.2f} "
                       f"{m['peak_mib']:>9.0f} {mb / m['seconds']:>7.0f}")
+        runs = "; ".join(f"{t} " + ", ".join(f"{x:.2f}" for x in xs) for t, xs in r["runs"].items())
+        print(f"{'':>33} runs (s): {runs}")
         if "ratio_tshark" in r:
-            print(f"{'':>33} breachbook is {r['ratio_tshark']:.1f}x faster than tshark -z conv,tcp")
+            print(f"{'':>33} breachbook is {r['ratio_tshark']:.1f}x faster than tshark -z conv,tcp "
+                  f"(medians of {len(r['runs']['breachbook'])})")
         if "ratio_tcpflow" in r:
             print(f"{'':>33} breachbook is {r['ratio_tcpflow']:.2f}x tcpflow's speed")
     (out / "bench_ingest.json").write_text(json.dumps(results, indent=2))

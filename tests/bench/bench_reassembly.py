@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _measure import measure  # noqa: E402
+from _measure import measure, median_run  # noqa: E402
 from gen_capture import _parse_size as parse_size  # noqa: E402
 from gen_capture import generate  # noqa: E402
 
@@ -120,7 +120,7 @@ def bench_one(capture: Path, work: Path, repeat: int = 1) -> dict:
             shutil.rmtree(case, ignore_errors=True)
     for tool, rs in runs.items():
         if rs:
-            res[tool] = sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2]
+            res[tool] = median_run(rs)
     res["runs"] = runs
     if "tcpflow" in res:
         res["ratio"] = {t: res[t]["seconds"] / res["tcpflow"]["seconds"] for t in TOOLS[1:]}
