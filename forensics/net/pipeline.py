@@ -404,13 +404,10 @@ class NetPipeline:
     def _compact(self, min_dead: int) -> bool:
         """Drop ended flows from the table when at least ``min_dead`` are; True if it did."""
         n = self.nflows
-        alive = self.fi[:n, fl.FI_ALIVE] == 1
-        if n - int(alive.sum()) < max(1, min_dead):
+        alive = int(np.count_nonzero(self.fi[:n, fl.FI_ALIVE] == 1))
+        if n - alive < max(1, min_dead):
             return False
-        keep = np.nonzero(alive)[0]
-        m = keep.size
-        self.fi[:m], self.fa[:m], self.fh[:m] = self.fi[keep], self.fa[keep], self.fh[keep]
-        self.fi[m:n] = 0
+        m = _compact_rows(self.fi, self.fa, self.fh, n)
         self.nflows = m
         fl.rebuild_index(self.fi, self.fa, m, self.ht)
         return True
@@ -820,6 +817,25 @@ def _tcp_sizes(fi: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]
             o[k] = fl.tcp_size(fi, idx[k], fl.EB)
             r[k] = fl.tcp_size(fi, idx[k], fl.EB + fl.EN)
     return o, r
+
+
+@njit(cache=True, nogil=True)
+def _compact_rows(fi: np.ndarray, fa: np.ndarray, fh: np.ndarray, n: int) -> int:
+    """Move the live flows of the first ``n`` rows down, in order, in place; zero the rest of fi.
+
+    Returns:
+        The number of live flows.
+    """
+    m = 0
+    for f in range(n):
+        if fi[f, fl.FI_ALIVE] == 1:
+            if m != f:
+                fi[m, :] = fi[f, :]
+                fa[m, :] = fa[f, :]
+                fh[m, :] = fh[f, :]
+            m += 1
+    fi[m:n, :] = 0
+    return m
 
 
 @njit(cache=True, nogil=True)
