@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 import dpkt
+import numpy as np
 import pytest
 from _pcapbuild import (
     T0,
@@ -19,6 +20,7 @@ from _pcapbuild import (
     pcapng_epb,
     pcapng_idb,
     pcapng_shb,
+    tcp_pkt,
     udp_pkt,
     write_pcap,
 )
@@ -161,3 +163,72 @@ def test_vxlan_inner_and_outer_sessions(case, tmp_path):
     inner_row = s[s.resp_p == 2000].iloc[0]
     assert inner_row.tunnel == "vxlan" and list(inner_row.tunnel_parents) == [outer_row.uid]
     assert case.sql("SELECT count(*) AS n FROM packets").n[0] == 2
+
+
+def test_packet_index_columns_equal_dpkt_decoding(tmp_path):
+    """Every header column of the packet index, checked frame by frame against dpkt's own
+    decoding of the same capture (802.1Q, QinQ, TCP with options of all kinds, UDP, IPv6,
+    a frame that is not IP)."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    frames, meta = [], []
+    for i in range(60):
+        kind = i % 5
+        if kind == 4:
+            frames.append(b"\xff" * 6 + b"\x66\x77\x88\x99\xaa\xbb" + b"\x08\x06" + bytes(28))  # ARP
+            continue
+        if kind == 3:
+            t = dpkt.tcp.TCP(sport=1000 + i, dport=443, flags=int(rng.integers(0, 64)) | 16,
+                             seq=int(rng.integers(0, 2**32)), ack=int(rng.integers(0, 2**32)),
+                             win=int(rng.integers(0, 65536)), data=bytes(int(rng.integers(0, 50))))
+            p6 = dpkt.ip6.IP6(src=bytes(15) + b"\x01", dst=bytes(15) + b"\x02", nxt=6, hlim=64, data=t)
+            p6.plen = len(bytes(t))
+            frames.append(eth(bytes(p6), 0x86DD))
+            continue
+        if kind == 2:
+            ip = bytes(udp_pkt("10.1.0.1", "10.1.0.2", 5353, 53 + i, bytes(i)))
+        else:
+            ip = bytes(tcp_pkt("10.0.0.1", "10.0.0.2", 40000 + i, 80, int(rng.integers(1, 512)),
+                               seq=int(rng.integers(0, 2**32)), ack=int(rng.integers(0, 2**32)),
+                               win=int(rng.integers(0, 65536)), data=bytes(int(rng.integers(0, 300)))))
+        tags = [b"\x81\x00" + struct.pack(">H", 100 + i)] * (kind == 1)
+        if i % 10 == 1:  # QinQ
+            tags = [b"\x88\xa8" + struct.pack(">H", 7), b"\x81\x00" + struct.pack(">H", 100 + i)]
+        frames.append(b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb" + b"".join(tags)
+                      + b"\x08\x00" + ip)
+    cap = write_pcap(tmp_path / "mix.pcap", frames)
+    with forensics.open_case(tmp_path / "c") as c:
+        c.ingest(cap, protocols=False)
+        part = glob.glob(str(tmp_path / "c" / "parquet" / "packets" / "*" / "part-0.parquet"))[0]
+    got = {r["frame"]: r for r in pq.read_table(part).to_pylist() if r["tunnel_depth"] == 0}
+    offset = 24
+    for n, (_ts, buf) in enumerate(dpkt.pcap.Reader(cap.open("rb")), start=1):
+        r = got[n]
+        e = dpkt.ethernet.Ethernet(buf)
+        tags = getattr(e, "vlan_tags", [])
+        vlans = [t.id for t in tags]
+        want = {"caplen": len(buf), "wirelen": len(buf), "file_offset": offset + 16,
+                "vlan": vlans[0] if vlans else None, "inner_vlan": vlans[1] if len(vlans) > 1 else None,
+                "ethertype": tags[-1].type if tags else e.type,  # the last one seen, inside the tags
+                "linktype": 1, "interface": 0, "tunnel_depth": 0}
+        offset += 16 + len(buf)
+        ip = e.data
+        if isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6):
+            v6 = isinstance(ip, dpkt.ip6.IP6)
+            l4 = ip.data
+            want |= {"ip_version": 6 if v6 else 4, "ip_proto": ip.nxt if v6 else ip.p,
+                     "ip_len": 40 + ip.plen if v6 else ip.len, "src_p": l4.sport, "dst_p": l4.dport,
+                     "payload_len": len(l4.data), "payload_wire_len": len(l4.data), "frag": 0,
+                     "payload_offset": offset - len(l4.data)}
+            if isinstance(l4, dpkt.tcp.TCP):
+                want |= {"tcp_flags": l4.flags, "seq": l4.seq, "ack": l4.ack, "window": l4.win}
+            else:
+                want |= {"tcp_flags": None, "seq": None, "ack": None, "window": None}
+        else:
+            want |= {k: None for k in ("ip_version", "ip_proto", "ip_len", "src_p", "dst_p", "tcp_flags",
+                                       "seq", "ack", "window", "payload_offset")}
+        assert {k: r[k] for k in want} == want, n
+    assert len(got) == len(frames)
