@@ -174,7 +174,7 @@ def test_packet_index_columns_equal_dpkt_decoding(tmp_path):
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(5)
-    frames, meta = [], []
+    frames: list[bytes] = []
     for i in range(60):
         kind = i % 5
         if kind == 4:
