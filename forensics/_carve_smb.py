@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forensics._carve_base import Missing, Sink, read_ranges
+from forensics.protocols import _smb1 as smb1
 from forensics.protocols._smbstate import KNOWN_PIPES
 from forensics.reassembly.stream import Direction, SessionData
 
@@ -347,32 +348,17 @@ def _smb2_cmd(c: _Conn, d: Direction, at: int, cmd: int, status: int, flags: int
 
 def _smb1(c: _Conn, buf: bytes, d: Direction, start: int, length: int) -> None:
     """One SMB1 message and its AndX chain (§2.2.3.4)."""
-    if len(buf) < 35:
+    hdr = smb1.header(buf)
+    if hdr is None:
         return
-    cmd, status, flags = buf[4], struct.unpack_from("<I", buf, 5)[0], buf[9]
-    uni = bool(struct.unpack_from("<H", buf, 10)[0] & 0x8000)
-    tid, mid = struct.unpack_from("<H", buf, 24)[0], struct.unpack_from("<H", buf, 30)[0]
-    reply = bool(flags & 0x80)
+    first, status, reply, uni, tid, mid = hdr
     where = {"ts": d.ts_at(start), "frame": d.frame_at(start), "foff": d.file_offset_at(start),
              "mend": start + length}
-    pos, hops = 32, 0
-    while pos < len(buf) and hops < 8:
-        hops += 1
-        wc = buf[pos]
-        w = buf[pos + 1:pos + 1 + 2 * wc]
-        bc_at = pos + 1 + 2 * wc
-        if bc_at + 2 > len(buf):
-            return
+    for cmd, w, _bcount, data_at in smb1.andx_chain(buf, first):
         try:
-            _smb1_cmd(c, d, start, cmd, status, reply, tid, mid, w, buf, bc_at + 2, uni, where)
+            _smb1_cmd(c, d, start, cmd, status, reply, tid, mid, w, buf, data_at, uni, where)
         except (struct.error, IndexError, ValueError):
             return
-        if cmd not in (0x2E, 0x2F, 0x73, 0x75, 0xA2, 0x74, 0x24) or len(w) < 4 or w[0] == 0xFF:
-            return
-        nxt = struct.unpack_from("<H", w, 2)[0]
-        if nxt <= pos or nxt >= len(buf):
-            return
-        cmd, pos = w[0], nxt
 
 
 def _str1(b: bytes, pos: int, uni: bool) -> str:

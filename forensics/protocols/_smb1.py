@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from forensics.protocols import _ntlm
@@ -19,10 +20,48 @@ from forensics.protocols._smbstate import SmbState, Tree, filetime_ns, nt_status
 if TYPE_CHECKING:
     from forensics.protocols._base import Reader
 
-__all__ = ["Smb1"]
+__all__ = ["Smb1", "andx_chain", "header"]
 
 _ANDX = {0x2E, 0x2F, 0x73, 0x75, 0xA2, 0x74, 0x24}
 _SERVICE_TYPE = {"IPC": "PIPE", "LPT1:": "PRINT", "COMM": "DISK", "A:": "DISK"}
+
+
+def header(b: bytes) -> tuple[int, int, bool, bool, int, int] | None:
+    """The fields of an SMB1 header (MS-CIFS 2.2.3.1) the parsers use, or None when too short.
+
+    Returns:
+        (command, status, reply, unicode, tid, mid).
+    """
+    if len(b) < 35:
+        return None
+    cmd, status, flags = b[4], struct.unpack_from("<I", b, 5)[0], b[9]
+    uni = bool(struct.unpack_from("<H", b, 10)[0] & 0x8000)
+    tid, mid = struct.unpack_from("<H", b, 24)[0], struct.unpack_from("<H", b, 30)[0]
+    return cmd, status, bool(flags & 0x80), uni, tid, mid
+
+
+def andx_chain(b: bytes, cmd: int) -> Iterator[tuple[int, bytes, int, int]]:
+    """The commands of an SMB1 message and its AndX chain (MS-CIFS 2.2.3.4), at most 8.
+
+    Yields:
+        (command, parameter words, byte count, offset of the data bytes in ``b``).
+        The chain stops at a link that does not move forward or leaves the message.
+    """
+    pos, hops = 32, 0
+    while pos < len(b) and hops < 8:
+        hops += 1
+        wc = b[pos]
+        words = b[pos + 1 : pos + 1 + 2 * wc]
+        bc_at = pos + 1 + 2 * wc
+        if bc_at + 2 > len(b):
+            return
+        yield cmd, words, struct.unpack_from("<H", b, bc_at)[0], bc_at + 2
+        if cmd not in _ANDX or len(words) < 4 or words[0] == 0xFF:
+            return
+        nxt = struct.unpack_from("<H", words, 2)[0]
+        if nxt <= pos or nxt >= len(b):
+            return
+        cmd, pos = words[0], nxt
 
 
 def _str(b: bytes, pos: int, unicode: bool, hdr_pos: int = 0) -> tuple[str, int]:
@@ -49,28 +88,13 @@ class Smb1:
 
     def message(self, b: bytes, m: Any, r: Reader) -> None:
         """One SMB1 message (with its AndX chain)."""
-        if len(b) < 35:
+        hdr = header(b)
+        if hdr is None:
             return
-        cmd, status, flags, flags2 = (
-            b[4],
-            struct.unpack_from("<I", b, 5)[0],
-            b[9],
-            struct.unpack_from("<H", b, 10)[0],
-        )
-        tid, mid = struct.unpack_from("<H", b, 24)[0], struct.unpack_from("<H", b, 30)[0]
-        uni, reply = bool(flags2 & 0x8000), bool(flags & 0x80)
+        first, status, reply, uni, tid, mid = hdr
         d = self.s.direction(m.is_orig)
         where = (d.ts_at(m.start), d.frame_at(m.start), d.file_offset_at(m.start))
-        pos, hops = 32, 0
-        while pos < len(b) and hops < 8:
-            hops += 1
-            wc = b[pos]
-            words = b[pos + 1 : pos + 1 + 2 * wc]
-            bc_at = pos + 1 + 2 * wc
-            if bc_at + 2 > len(b):
-                return
-            bcount = struct.unpack_from("<H", b, bc_at)[0]
-            data_at = bc_at + 2
+        for cmd, words, bcount, data_at in andx_chain(b, first):
             try:
                 if reply:
                     self.response(cmd, mid, tid, status, words, b, data_at, uni, where)
@@ -84,12 +108,6 @@ class Smb1:
                     offset=m.start,
                 )
                 return
-            if cmd not in _ANDX or len(words) < 4 or words[0] == 0xFF:
-                return
-            nxt = struct.unpack_from("<H", words, 2)[0]
-            if nxt <= pos or nxt >= len(b):
-                return
-            cmd, pos = words[0], nxt
 
     def request(
         self, cmd: int, mid: int, tid: int, w: bytes, b: bytes, p: int, bc: int, uni: bool, where: tuple
