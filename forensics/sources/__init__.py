@@ -94,15 +94,20 @@ def _sources_as_loaded() -> Iterator[Source]:
 
     Detecting a capture need not import the log sources (their parsers and
     dependencies cost a command-line ingest about 0.05 s before its first packet).
+    Once every module has been imported, later calls import nothing.
     """
+    global _loaded
+    pending = [] if _loaded else _modules()
     given = 0
-    for name in [None, *(() if _loaded else _modules())]:
-        if name is not None:
-            _import(name)
+    while True:
         registered = list(_REGISTRY.values())
         for cls in registered[given:]:
             yield cls()
         given = len(registered)
+        if not pending:
+            _loaded = True
+            return
+        _import(pending.pop(0))
 
 
 def unavailable() -> dict[str, str]:
