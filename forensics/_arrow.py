@@ -137,7 +137,6 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-
 def string_lists(values: Sequence[Sequence[str] | None]) -> pa.ListArray:
     """A ``list<string>`` array from Python lists of strings (None for missing lists)."""
     n = len(values)

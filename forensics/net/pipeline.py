@@ -38,12 +38,12 @@ __all__ = ["NetPipeline", "format_addr", "session_uid", "session_uids"]
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-_STATE_NAMES = np.array(["S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH",
-                         "SH", "SHR", "OTH", "?"], dtype=object)
+_STATE_NAMES = ["S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH",
+                "SH", "SHR", "OTH", "?"]
 _NEEDS_HISTORY = 13
 _STATE_CODE = {name: i for i, name in enumerate(_STATE_NAMES[:_NEEDS_HISTORY])}
-_TRANSPORTS = np.array(["", *[fl.TRANSPORT_NAMES[i] for i in range(1, 5)]], dtype=object)
-_TUNNELS = np.array(["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]], dtype=object)
+_TRANSPORTS = ["", *[fl.TRANSPORT_NAMES[i] for i in range(1, 5)]]
+_TUNNELS = ["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]]  # by TUN_* code; 0 is none
 _B62_TABLE = np.frombuffer(_B62.encode(), np.uint8)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
@@ -477,7 +477,7 @@ class NetPipeline:
             "ts": A.column(start // 1000, ts_type),
             "ts_end": A.column(last // 1000, ts_type),
             "duration": A.column((last - start) / 1e9, null=~has_dur),
-            "proto": A.dictionary(trans, _TRANSPORTS.tolist()).dictionary_decode(),
+            "proto": A.dictionary(trans, _TRANSPORTS).dictionary_decode(),
             "ip_proto": A.column(fi[:, fl.FI_PROTO], pa.int16()),
             "orig_h": addr_col(fa[:, 0], fa[:, 1]),
             "orig_p": A.column(fi[:, fl.FI_OP], pa.int32()),
@@ -485,7 +485,7 @@ class NetPipeline:
             "resp_p": A.column(fi[:, fl.FI_RP], pa.int32()),
             "orig_bytes": A.column(osz, null=~has_dur),
             "resp_bytes": A.column(rsz, null=~has_dur),
-            "conn_state": A.dictionary(codes, _STATE_NAMES.tolist()).dictionary_decode(),
+            "conn_state": A.dictionary(codes, _STATE_NAMES).dictionary_decode(),
             "history": hist,
             "missed_bytes": A.column(missed),
             "orig_pkts": A.column(fi[:, fl.FI_OPKTS]),
@@ -494,8 +494,8 @@ class NetPipeline:
             "resp_ip_bytes": A.column(fi[:, fl.FI_RIPB]),
             "vlan": A.column(vlan, pa.int32(), null=vlan < 0),
             "inner_vlan": A.column(vlan2, pa.int32(), null=vlan2 < 0),
-            "tunnel": A.dictionary(tun, _TUNNELS.tolist(), null=tun == 0).dictionary_decode(),
-            "source": A.strings(np.full(idx.size, b"pcap")),
+            "tunnel": A.dictionary(tun, _TUNNELS, null=tun == 0).dictionary_decode(),
+            "source": A.strings(np.full(n, b"pcap")),
             "first_frame": A.column(fi[:, fl.FI_FIRST_FRAME] & FRAME_MASK),
             "last_frame": A.column(fi[:, fl.FI_LAST_FRAME] & FRAME_MASK),
         }
@@ -579,7 +579,7 @@ class NetPipeline:
             "uid": pa.nulls(n, self.schema.field("uid").type),
             "is_orig": pa.Array.from_buffers(pa.bool_(), n, [pa.py_buffer(valid[_V_ORIG]),
                                                             pa.py_buffer(orig_bits)], null_count=-1),
-            "tunnel": A.dictionary(i32[_I32.index("tunnel")], _TUNNEL_NAMES, validity=valid[_V_TUN]),
+            "tunnel": A.dictionary(i32[_I32.index("tunnel")], _TUNNELS, validity=valid[_V_TUN]),
             "error": A.dictionary(i32[_I32.index("error")], _ERR_NAMES, validity=valid[_V_ERR]),
         }
         for names, arr in ((_I64, i64), (_I32, i32), (_I16, i16), (_U32, u32), (_U16, u16), (_U8, u8)):
@@ -724,7 +724,6 @@ _VALID_OF = {
     "vlan": _V_VLAN, "inner_vlan": _V_VLAN2, "ip_proto": _V_PROTO, "tcp_flags": _V_TCP,
     "seq": _V_TCP, "ack": _V_TCP, "window": _V_TCP, "ip_version": _V_IP, "frag": _V_IP,
 }
-_TUNNEL_NAMES = ["", *[d.TUNNEL_NAMES[i] for i in range(1, 6)]]
 _ERR_NAMES = [d.ERR_TEXT.get(i, "") for i in range(9)]
 
 
