@@ -61,6 +61,7 @@ class Case:
     def __init__(self, path: Path, *, read_only: bool = False):
         self.path = path
         self.read_only = read_only
+        self._settings: dict[str, Any] = {}  # what an ingest's bulk load changed, to restore
         db = path / DB_NAME
         try:
             self.con = duckdb.connect(str(db), read_only=read_only)
@@ -288,7 +289,7 @@ class Case:
 
     def _restore_settings(self) -> None:
         """Undo the settings :meth:`_begin_ingest` changed for the bulk load."""
-        for name, value in getattr(self, "_settings", {}).items():
+        for name, value in self._settings.items():
             if name == "memory_limit":
                 value = _unrounded(value)
             with contextlib.suppress(duckdb.Error):
