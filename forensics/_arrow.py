@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["column", "dictionary", "string_lists", "strings", "table_from_rows"]
+__all__ = ["column", "dictionary", "string_lists", "strings", "table_from_rows", "values"]
 
 _INT32_MAX = (1 << 31) - 1
 
@@ -72,6 +72,37 @@ def column(values: np.ndarray, type: pa.DataType | None = None, *,
     else:
         data = np.ascontiguousarray(values.astype(_numpy_dtype(type), copy=False))
     return pa.Array.from_buffers(type, n, [bitmap, pa.py_buffer(data)], null_count=nulls)
+
+
+def values(array: pa.Array | pa.ChunkedArray, fill: int | float | bool = 0) -> np.ndarray:
+    """The values of a numeric, boolean or time array as numpy, NULLs as ``fill``.
+
+    What ``array.fill_null(fill).to_numpy()`` gives, read straight from the
+    Arrow buffers (no copy when there is no NULL and one chunk), without pandas.
+    Times and durations come as int64 counts of their unit.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        if array.num_chunks == 1:
+            return values(array.chunk(0), fill)
+        dtype = bool if pa.types.is_boolean(array.type) else _numpy_dtype(array.type)
+        parts = [values(c, fill) for c in array.chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+    n, at = len(array), array.offset
+    bufs = array.buffers()
+    if len(bufs) != 2:
+        raise TypeError(f"not a fixed-width array: {array.type}")
+    if bufs[1] is None:
+        return np.zeros(n, bool if pa.types.is_boolean(array.type) else _numpy_dtype(array.type))
+    if pa.types.is_boolean(array.type):
+        out = np.unpackbits(np.frombuffer(bufs[1], np.uint8), count=at + n, bitorder="little")[at:]
+        out = out.view(bool)
+    else:
+        dtype = _numpy_dtype(array.type)
+        out = np.frombuffer(bufs[1], dtype, count=at + n)[at:]
+    if array.null_count and bufs[0] is not None:
+        valid = np.unpackbits(np.frombuffer(bufs[0], np.uint8), count=at + n, bitorder="little")[at:]
+        out = np.where(valid.view(bool), out, np.asarray(fill, out.dtype))
+    return out
 
 
 def strings(values: Sequence[str | None] | np.ndarray) -> pa.StringArray:

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from forensics import _arrow as A
 from forensics import protocols
 from forensics.protocols import dns
 from forensics.protocols._base import Emitter, Session
@@ -349,8 +350,8 @@ def _may_rebuild(pf: pq.ParquetFile) -> bool:
     for g in range(meta.num_row_groups):
         st = meta.row_group(g).column(i).statistics
         if meta.row_group(g).num_rows and (st is None or not st.has_min_max or st.max >= 8):
-            frag = pf.read(columns=["frag"]).column("frag")
-            return bool(pc.any(pc.not_equal(pc.bit_wise_and(frag.fill_null(0), 8), 0)).as_py())
+            frag = A.values(pf.read(columns=["frag"]).column("frag"))
+            return bool((frag & 8).any())
     return False
 
 

@@ -341,7 +341,7 @@ def _second_pass(ctx: IngestContext, path: Path, packets: Path, sessions: Path,
     from forensics.net.pipeline import SESSIONS_STAGING
 
     app = reconstruct(None, ctx.evidence_id, ctx, packets=packets,
-                      sessions=pq.read_table(sessions), evidence_path=path, carve=carve)
+                      sessions=pq.ParquetFile(sessions).read(), evidence_path=path, carve=carve)
     pq.write_table(app.pop("sessions"), sessions, **SESSIONS_STAGING)  # service filled in
     for name, tbl in app.items():
         stager.add(name, tbl)

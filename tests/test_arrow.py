@@ -99,3 +99,32 @@ def test_packed_validity_is_used_as_is():
     assert A.dictionary(codes, ["a", "b"], validity=bits).equals(A.dictionary(codes, ["a", "b"], null=null))
     with pytest.raises(ValueError):
         A.column(values, validity=bits[:1])
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        pa.array([1, None, 3, -4], pa.int64()),
+        pa.array([1, None, 3, 200], pa.uint8()),
+        pa.array([0.5, None, 2.0], pa.float64()),
+        pa.array([True, None, False, True, True, False, True, False, True], pa.bool_()),
+        pa.array([1_700_000_000_000_000, None], pa.timestamp("us", tz="UTC")),
+        pa.array([5, 6, None, 8, 9, 10, 11, 12, None, 14], pa.int32()).slice(3, 6),  # offset, nulls
+        pa.array([True, False, None, True, False, True, True, False, True, None], pa.bool_()).slice(1, 8),
+        pa.chunked_array([pa.array([1, None], pa.int16()), pa.array([None, 4], pa.int16())]),
+        pa.chunked_array([], pa.int64()),
+        pa.array([], pa.uint32()),
+        pa.nulls(3, pa.int64()),
+    ],
+)
+def test_values_equal_fill_null_to_numpy(array):
+    fill = True if pa.types.is_boolean(array.type) else 7
+    expected = array.fill_null(fill).to_numpy(zero_copy_only=False) if len(array) else None
+    got = A.values(array, fill)
+    if expected is None:
+        assert got.size == 0
+        return
+    if pa.types.is_timestamp(array.type):
+        expected = expected.astype(np.int64)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)

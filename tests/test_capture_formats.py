@@ -138,6 +138,34 @@ def test_ipv6_extension_headers_and_fragments(case, tmp_path):
     assert set(pk["uid"]) == {s.uid}  # both fragments point at the session
 
 
+def test_packet_index_statistics_tell_the_second_pass_about_rebuilt_datagrams(case, tmp_path):
+    """A capture with a datagram rebuilt from fragments is not split over processes (the
+    rebuilt datagrams are numbered in the order they are rebuilt); the packet index's
+    ``frag`` statistics say so without reading the column, and say the opposite for a
+    capture without fragments."""
+    import pyarrow.parquet as pq
+
+    from forensics import apps
+
+    data = b"C" * 48
+    udp = struct.pack(">HHHH", 5, 6, 8 + len(data), 0) + data
+
+    def frag(off8: int, more: bool, chunk: bytes) -> bytes:
+        hdr = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(chunk), 78,
+                          (0x2000 if more else 0) | off8, 64, 17, 0, b"\x0a\0\0\x01", b"\x0a\0\0\x02")
+        return eth(hdr + chunk)
+
+    plain = [eth(udp_pkt("10.0.0.3", "10.0.0.4", 7, 9, b"x").pack())]
+    for name, frames, expected in (("frag", [frag(0, True, udp[:32]), frag(4, False, udp[32:])], True),
+                                   ("plain", plain, False)):
+        res = _one(case, write_pcap(tmp_path / f"{name}.pcap", frames), protocols=False)
+        pf = pq.ParquetFile(case.parquet_dir("packets", res.evidence_id) / "part-0.parquet")
+        i = pf.schema_arrow.get_field_index("frag")
+        stats = [pf.metadata.row_group(g).column(i).statistics for g in range(pf.metadata.num_row_groups)]
+        assert all(st is not None and st.has_min_max for st in stats)
+        assert apps._may_rebuild(pf) is expected
+
+
 def test_ipv4_fragment_overlap_conflict_is_reported(case, tmp_path):
     data = b"B" * 48
     def frag(off8: int, more: bool, chunk: bytes) -> bytes:

@@ -653,9 +653,10 @@ class _ParquetSink:
     def _run(self) -> None:
         writer = None
         try:
-            # Statistics only where readers prune row groups by them.
+            # Statistics only where readers prune row groups by them ("frag": whether the
+            # second pass may rebuild datagrams, see forensics.apps._may_rebuild).
             writer = pq.ParquetWriter(self.path, self.schema, compression="lz4",
-                                      write_statistics=["frame", "ts_ns", "uid", "src", "dst"],
+                                      write_statistics=["frame", "ts_ns", "uid", "src", "dst", "frag"],
                                       use_dictionary=[c for c in DICT_ENCODED if c in self.schema.names])
             i_ev = self.schema.get_field_index("evidence_id")
             i_uid = self.schema.get_field_index("uid")
