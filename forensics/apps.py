@@ -445,6 +445,10 @@ class _Pass:
         self.uids = sessions.column("uid").to_pylist()
         self.sid_of = {u: i for i, u in enumerate(self.uids)}
         self.last_frame = sessions.column("last_frame").fill_null(0).to_numpy(zero_copy_only=False)
+        # The first frame a session can have in this file: a session of a capture stream
+        # that began in an earlier file (another evidence_id) may be there from the start.
+        own = A.values(pc.equal(sessions.column("evidence_id"), evidence_id), False)
+        self.first_seen = np.where(own, A.values(sessions.column("first_frame"), 0), 0)
         self.cols = {
             c: sessions.column(c).to_pylist() for c in ("orig_h", "orig_p", "resp_h", "resp_p", "proto")
         }
@@ -502,7 +506,8 @@ class _Pass:
 
             linker = Linker(sessions, services, reread)
             emitter.linker = linker
-            groups = iter_finished_sel(packets, sid_of, last_frame, part=(k, shares))
+            groups = iter_finished_sel(packets, sid_of, last_frame, part=(k, shares),
+                                       first_seen=self.first_seen)
             for bno, (rows, sel) in enumerate(groups):
                 # The batch's sessions reassembled at once; per-session objects only for the
                 # sessions a parser may want (a byte to look at, or a conflict to report).

@@ -14,6 +14,7 @@ from pathlib import Path
 import dpkt
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from _pcapbuild import T0, eth, udp_pkt, write_pcap
 from _protobuild import Conv
 
@@ -85,10 +86,10 @@ def _stage(path: Path, tmp: Path, row_group: int | None = None) -> tuple[Path, P
     return packets, sessions
 
 
-def _run(packets: Path, sessions: Path, path: Path) -> tuple[dict, list]:
-    ctx = IngestContext(path=path, evidence_id="e1")
+def _run(packets: Path, sessions: Path, path: Path, evidence_id: str = "e1") -> tuple[dict, list]:
+    ctx = IngestContext(path=path, evidence_id=evidence_id)
     tbl = pq.read_table(sessions)
-    out = apps.reconstruct(None, "e1", ctx, packets=packets, sessions=tbl, evidence_path=path)
+    out = apps.reconstruct(None, evidence_id, ctx, packets=packets, sessions=tbl, evidence_path=path)
     return out, ctx.warning_rows()
 
 
@@ -194,9 +195,24 @@ def _mix(tmp_path: Path, ranges: bool = False) -> Path:
     return write_pcap(tmp_path / "mix.pcap", [eth(f) for f in frames])
 
 
-def test_shared_pass_equals_one_pass(tmp_path, monkeypatch):
+@pytest.mark.parametrize("own", [True, False], ids=["sessions-of-this-file", "sessions-of-a-stream"])
+def test_shared_pass_equals_one_pass(tmp_path, monkeypatch, own):
+    """Shares after the first pick up the sessions still open where they start, from the
+    sessions' first frames when the sessions are this file's, and from the first row group
+    when they may have begun in an earlier file of a capture stream (another evidence)."""
     cap = _mix(tmp_path)
     packets, sessions = _stage(cap, tmp_path, row_group=97)
+    eid = pq.read_table(sessions).column("evidence_id")[0].as_py() if own else "e1"
+    log = tmp_path / "starts.txt"  # the later shares run in forked processes: they write it down
+    first_live = index._first_live_group
+
+    def spied(*a):  # type: ignore[no-untyped-def]
+        g = first_live(*a)
+        with log.open("a") as fh:
+            fh.write(f"{g}\n")
+        return g
+
+    monkeypatch.setattr(index, "_first_live_group", spied)
     _no_carving(monkeypatch)
     monkeypatch.setattr(index, "BATCH_ROWS", 200)
     monkeypatch.setattr(index, "MIN_BATCH_ROWS", 200)
@@ -210,16 +226,54 @@ def test_shared_pass_equals_one_pass(tmp_path, monkeypatch):
 
     monkeypatch.setattr(apps, "_run_shares", counted)
     monkeypatch.setattr(apps, "_split", lambda p: 3)
-    shared = _run(packets, sessions, cap)
+    shared = _run(packets, sessions, cap, eid)
     monkeypatch.setattr(apps, "_split", lambda p: 1)
-    one = _run(packets, sessions, cap)
+    one = _run(packets, sessions, cap, eid)
     assert shares == [3, 1]
     _same(shared, one)
+    starts = log.read_text().split() if log.exists() else []
+    assert len(starts) == 2  # shares 1 and 2 each looked for their first row group
     out = one[0]
     assert {"http", "ftp", "dns", "stream_gaps", "stream_conflicts"} <= set(out)
     assert out["ftp"].column("data_uid").null_count < out["ftp"].num_rows
     assert "ftp-data" in out["sessions"].column("service").to_pylist()
 
+
+
+def test_open_sessions_at_a_share_start_found_from_first_frames(tmp_path):
+    """What a later share holds when it starts, found from the sessions' first frames and
+    the frame statistics, equals what reading every row group's uids finds; and with
+    conversations one after another, the reading starts close to the cut, not at the top."""
+    convs = []
+    for i in range(40):
+        c = Conv("10.0.0.3", "10.0.0.4", 42000 + i, 80).send(True, b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n")
+        convs.append(c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc").close())
+    frames = [f for c in convs for f in c.frames]
+    # a last conversation whose opening is in the middle of another one
+    frames[200:200] = Conv("10.0.0.5", "10.0.0.6", 43000, 80).send(True, b"GET / HTTP/1.1\r\n\r\n").frames
+    cap = write_pcap(tmp_path / "seq.pcap", [eth(f) for f in frames])
+    packets, sessions = _stage(cap, tmp_path, row_group=20)
+    tbl = pq.read_table(sessions)
+    uids = tbl.column("uid").to_pylist()
+    sid_of = {u: i for i, u in enumerate(uids)}
+    last = tbl.column("last_frame").to_numpy()
+    first = tbl.column("first_frame").to_numpy()
+    pf = pq.ParquetFile(packets)
+    batches = index.read_plan(pf, 40)
+    cols = [index.COLUMNS[f] for f in index.INGEST_FIELDS] + ["uid"]
+    starts = []
+    for cut in range(1, len(batches)):
+        want = index._pending_before(pf, batches, cut, sid_of, last, cols)
+        got = index._pending_before(pf, batches, cut, sid_of, last, cols, first)
+        assert sorted(want) == sorted(got)
+        for f in want:
+            assert (want[f] == got[f]).all(), (cut, f)
+        fr = pf.read_row_group(batches[cut - 1][-1], columns=["frame"]).column("frame")
+        upto = [g for b in batches[:cut] for g in b]
+        starts.append(index._first_live_group(pf, upto, first, last, int(fr[len(fr) - 1].as_py())))
+    groups = sum(len(b) for b in batches)
+    assert len(batches) > 5
+    assert max(g for g in starts if g is not None) >= groups - 8  # near the end, not at the top
 
 
 def _unclocked(tbl: pa.Table) -> pa.Table:

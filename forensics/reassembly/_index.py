@@ -299,11 +299,15 @@ def iter_finished_sel(
     last_frame: np.ndarray,
     batch_rows: int | None = None,
     part: tuple[int, int] = (0, 1),
+    first_seen: np.ndarray | None = None,
 ) -> Iterator[tuple[Rows, np.ndarray | None]]:
     """:func:`iter_finished` without copying the groups out: each comes as ``(rows, sel)``.
 
     The group is the rows at ``sel`` of ``rows`` (all of them when ``sel`` is None);
     :class:`~forensics.reassembly.stream.SessionBatch` takes what it needs of it.
+    ``first_seen`` (per session index, the first frame it can have in this file, 0 if
+    unknown) lets a later part find the rows of sessions still open at its start
+    without reading the uids of every row group before it.
     """
     pf = pq.ParquetFile(packets)
     cols = [COLUMNS[f] for f in INGEST_FIELDS] + ["uid"]
@@ -315,7 +319,7 @@ def iter_finished_sel(
     full = _batch_rows(pf, batch_rows)
     pending = Rows()
     if first > 0:
-        pending = _pending_before(pf, batches, first, sid_of, last_frame, cols)
+        pending = _pending_before(pf, batches, first, sid_of, last_frame, cols, first_seen)
     for j in range(first, stop):
         groups = batches[j]
         tbl = pf.read_row_groups(groups, columns=cols, use_threads=shares == 1)
@@ -363,23 +367,26 @@ def _pending_before(
     sid_of: dict[str, int],
     last_frame: np.ndarray,
     cols: list[str],
+    first_seen: np.ndarray | None = None,
 ) -> Rows:
     """The rows a pass from the start would still hold when it reaches batch ``first``.
 
     Those of sessions not finished by the end of the batch before: the first row
-    group that has one of them is found from the row groups' uid dictionaries, and
+    group that has one of them is found from ``first_seen`` and the row groups'
+    frame statistics (without it, from the row groups' uid dictionaries), and
     those sessions' rows are read from there on.
     """
     last = batches[first - 1][-1]
     fr = pf.read_row_group(last, columns=["frame"]).column("frame")
     top = int(fr[len(fr) - 1].as_py())
     upto = [g for b in batches[:first] for g in b]
-    start = None
-    for g in upto:
-        col = pf.read_row_group(g, columns=["uid"]).column("uid")
-        if any(_live_lut(c, sid_of, last_frame, top)[0].any() for c in col.chunks):
-            start = g
-            break
+    start = _first_live_group(pf, upto, first_seen, last_frame, top) if first_seen is not None else None
+    if first_seen is None:
+        for g in upto:
+            col = pf.read_row_group(g, columns=["uid"]).column("uid")
+            if any(_live_lut(c, sid_of, last_frame, top)[0].any() for c in col.chunks):
+                start = g
+                break
     if start is None:
         return Rows()
     tbl = pf.read_row_groups([g for g in upto if g >= start], columns=cols, use_threads=False)
@@ -390,6 +397,26 @@ def _pending_before(
         keep.append(lut[idx.to_numpy(zero_copy_only=False)])
     tbl = tbl.filter(pa.array(np.concatenate(keep) if keep else np.zeros(0, bool)))
     return rows_from_arrow(tbl, sid_of, INGEST_FIELDS)
+
+
+def _first_live_group(
+    pf: pq.ParquetFile, groups: list[int], first_seen: np.ndarray, last_frame: np.ndarray, top: int
+) -> int | None:
+    """The first of ``groups`` that may hold a row of a session still open after frame ``top``.
+
+    A session can have rows up to ``top`` only if it was first seen by then; the
+    earliest of those first frames is looked up in the row groups' frame statistics.
+    """
+    live = (last_frame >= top) & (first_seen <= top)
+    if not live.any():
+        return None
+    lo = int(first_seen[live].min())
+    i = pf.schema_arrow.get_field_index("frame")
+    for g in groups:
+        st = pf.metadata.row_group(g).column(i).statistics
+        if st is None or not st.has_min_max or st.max >= lo:
+            return g
+    return None
 
 
 def partitions(case: Case) -> list[tuple[str, Path, list[Path]]]:
