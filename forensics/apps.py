@@ -49,7 +49,14 @@ from forensics import protocols
 from forensics.protocols import dns
 from forensics.protocols._base import Emitter, Session
 from forensics.reassembly._evidence import Evidence
-from forensics.reassembly._index import COLUMNS, frames_ascend, from_arrow, iter_finished_sel, read_plan
+from forensics.reassembly._index import (
+    COLUMNS,
+    UidIndex,
+    frames_ascend,
+    from_arrow,
+    iter_finished_sel,
+    read_plan,
+)
 from forensics.reassembly.stream import SessionBatch, SessionData, build_sessions
 from forensics.tables import TABLES
 
@@ -440,26 +447,20 @@ class _Pass:
         self.eid = evidence_id
         self.path = path
         self.packets = packets
-        # Lookups every share needs, made once (forked shares inherit them).
+        # Lookups every share needs, made once (forked shares inherit them); kept in
+        # columns, so that memory does not grow by Python objects per session.
         n = sessions.num_rows
-        self.uids = sessions.column("uid").to_pylist()
-        self.sid_of = {u: i for i, u in enumerate(self.uids)}
-        self.last_frame = sessions.column("last_frame").fill_null(0).to_numpy(zero_copy_only=False)
+        self.index = UidIndex(sessions.column("uid"))
+        self.fields = _SessionFields(sessions, self.index)
+        self.last_frame = A.values(sessions.column("last_frame"), 0)
         # The first frame a session can have in this file: a session of a capture stream
         # that began in an earlier file (another evidence_id) may be there from the start.
         own = A.values(pc.equal(sessions.column("evidence_id"), evidence_id), False)
         self.first_seen = np.where(own, A.values(sessions.column("first_frame"), 0), 0)
-        self.cols = {
-            c: sessions.column(c).to_pylist() for c in ("orig_h", "orig_p", "resp_h", "resp_p", "proto")
-        }
-        self.ts_ns = _ns(sessions.column("ts")).tolist()
         self.uid_col = _array(sessions.column("uid"))
         self.bulk_dns = dns.bulk_ready()
         self.conn = {c: _array(sessions.column(c)) for c in ("uid", "orig_h", "orig_p", "resp_h", "resp_p")}
-        self.ports = {
-            c: self.conn[c].fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-            for c in ("orig_p", "resp_p")
-        }
+        self.ports = {c: self.fields.ports[c] for c in ("orig_p", "resp_p")}
         dports = list(dns.DNS_PORTS)
         self.dns_port = np.isin(self.ports["orig_p"], dports) | np.isin(self.ports["resp_p"], dports)
         self.n = n
@@ -475,7 +476,7 @@ class _Pass:
 
     def _run(self, k: int, shares: int) -> dict[str, Any]:
         sessions, eid, n = self.sessions, self.eid, self.n
-        uids, sid_of, last_frame, cols, ts_ns = self.uids, self.sid_of, self.last_frame, self.cols, self.ts_ns
+        index, fields, last_frame = self.index, self.fields, self.last_frame
         uid_col, bulk_dns, conn = self.uid_col, self.bulk_dns, self.conn
         ports, dns_port = self.ports, self.dns_port
         services: list[list[str]] = [[] for _ in range(n)]
@@ -488,25 +489,23 @@ class _Pass:
         if self.carve_root is not None:
             from forensics.carve import InlineCarver
 
-            carver = InlineCarver(self.carve_root, eid, emitter, _Conn(sid_of, cols))
+            carver = InlineCarver(self.carve_root, eid, emitter, _Conn(index, fields))
 
         def session(sid: int, sd: SessionData) -> Session:
-            info = {"uid": uids[sid], "ts_ns": ts_ns[sid], **{c: v[sid] for c, v in cols.items()}}
-            return Session(sid, info, sd, emitter, services[sid])
+            return Session(sid, fields.info(sid), sd, emitter, services[sid])
 
         with Evidence(self.path) as ev:
             packets = self.packets
 
             def reread(sid: int) -> SessionData | None:
-                tbl = pq.read_table(
-                    packets, columns=[*COLUMNS.values(), "uid"], filters=[("uid", "=", uids[sid])]
-                )
-                rows = from_arrow(tbl, {uids[sid]: sid})
+                uid = index.uid(sid)
+                tbl = pq.read_table(packets, columns=[*COLUMNS.values(), "uid"], filters=[("uid", "=", uid)])
+                rows = from_arrow(tbl, {uid: sid})
                 return build_sessions(rows[np.argsort(rows["frame"], kind="stable")], ev)[0].get(sid)
 
             linker = Linker(sessions, services, reread)
             emitter.linker = linker
-            groups = iter_finished_sel(packets, sid_of, last_frame, part=(k, shares),
+            groups = iter_finished_sel(packets, index, last_frame, part=(k, shares),
                                        first_seen=self.first_seen)
             for bno, (rows, sel) in enumerate(groups):
                 # The batch's sessions reassembled at once; per-session objects only for the
@@ -530,14 +529,14 @@ class _Pass:
                     sid = int(tcp_sids[i])
                     sd = b.tcp_session(i)
                     if confl[i]:
-                        _conflict_rows(uids[sid], eid, sd, emitter)
+                        _conflict_rows(index.uid(sid), eid, sd, emitter)
                     if heads[i]:
                         if carver is None:
                             protocols.analyze(session(sid, sd))
                             continue
                         mark = carver.mark(emitter.rows)
                         protocols.analyze(session(sid, sd))
-                        carver.after(uids[sid], sd, emitter.rows, mark)  # its files, from the same bytes
+                        carver.after(index.uid(sid), sd, emitter.rows, mark)  # its files, from the same bytes
                 linker.key = (k, bno, 1)
                 emitter.segment(linker.key)
                 udp_sids = b.udp_sids.tolist()
@@ -592,21 +591,59 @@ class _Pass:
         }
 
 
+class _SessionFields:
+    """Each session's connection fields, by session index, as a parser finds them in ``Session.info``.
+
+    Held in columns (codes into the distinct host names, ports and times as numpy
+    arrays); the dict is made only for a session handed to a parser.
+    """
+
+    def __init__(self, sessions: pa.Table, index: UidIndex):
+        self.index = index
+        self.ts_ns = _ns(sessions.column("ts"))
+        self.names: dict[str, tuple[np.ndarray, list[Any]]] = {}
+        for c in ("orig_h", "resp_h", "proto"):
+            enc = pc.dictionary_encode(_array(sessions.column(c)))
+            # NULL: code -1, which picks the None put after the names
+            self.names[c] = (A.values(enc.indices, -1).astype(np.int64), [*enc.dictionary.to_pylist(), None])
+        # ports are never negative: -1 stands for NULL
+        self.ports = {
+            c: A.values(_array(sessions.column(c)), -1).astype(np.int64) for c in ("orig_p", "resp_p")
+        }
+
+    def _name(self, c: str, sid: int) -> Any:
+        codes, names = self.names[c]
+        return names[codes[sid]]
+
+    def _port(self, c: str, sid: int) -> int | None:
+        p = int(self.ports[c][sid])
+        return p if p >= 0 else None
+
+    def conn(self, sid: int) -> dict[str, Any]:
+        """``orig_h``, ``orig_p``, ``resp_h`` and ``resp_p`` of a session."""
+        return {"orig_h": self._name("orig_h", sid), "orig_p": self._port("orig_p", sid),
+                "resp_h": self._name("resp_h", sid), "resp_p": self._port("resp_p", sid)}
+
+    def info(self, sid: int) -> dict[str, Any]:
+        """What a parser's ``Session.info`` holds: uid, ts_ns, the connection and proto."""
+        return {"uid": self.index.uid(sid), "ts_ns": int(self.ts_ns[sid]), **self.conn(sid),
+                "proto": self._name("proto", sid)}
+
+
 class _Conn(Mapping[str, dict[str, Any]]):
     """A session's connection columns by uid (what the carver names files with), read on demand."""
 
-    def __init__(self, sid_of: dict[str, int], cols: dict[str, list[Any]]):
-        self.sid_of, self.cols = sid_of, cols
+    def __init__(self, index: UidIndex, fields: _SessionFields):
+        self.index, self.fields = index, fields
 
     def __getitem__(self, uid: str) -> dict[str, Any]:
-        i = self.sid_of[uid]
-        return {c: self.cols[c][i] for c in ("orig_h", "orig_p", "resp_h", "resp_p")}
+        return self.fields.conn(self.index[uid])
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.sid_of)
+        return iter(self.index)
 
     def __len__(self) -> int:
-        return len(self.sid_of)
+        return len(self.index)
 
 
 @contextlib.contextmanager

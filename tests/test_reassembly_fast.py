@@ -318,3 +318,26 @@ def test_carving_in_the_pass_equals_carving_after_it(tmp_path, monkeypatch):
     assert len(whole) == 1  # the two ranges, from sessions in different shares, put together
     data = (case_dir / names[whole[0]["fuid"]]["path"]).read_bytes()
     assert data == b"0123456789" * 10 + b"abcdefghij" * 10
+
+
+def test_uid_index_looks_up_as_a_dict_does():
+    """The compact uid index gives what a dict from uid to its (last) index gives: for whole
+    columns with unknown and NULL uids, uids of another length, and one at a time."""
+    from forensics.reassembly._index import UidIndex
+
+    rng = random.Random(3)
+    uids = [f"C{rng.getrandbits(64):017x}"[:18] for _ in range(500)]
+    uids[7] = uids[300]  # a uid given twice: the later index wins, as in a dict
+    d = {u: i for i, u in enumerate(uids)}
+    ix = UidIndex(pa.array(uids))
+    probe = [*rng.sample(uids, 100), "Cunknown000000000", "", "C" * 30, None]
+    assert ix.codes(pa.array(probe)).tolist() == [d.get(u, -1) for u in probe]
+    # dictionary-encoded and chunked columns, as the packet index gives them
+    enc = pa.chunked_array([pa.array(probe[:50]).dictionary_encode(), pa.array(probe[50:]).dictionary_encode()])
+    assert ix.codes(enc).tolist() == [d.get(u, -1) for u in probe]
+    assert dict(ix.items()) == d and len(ix) == len(d)
+    assert ix.uid(300) == uids[300] and ix[uids[10]] == 10
+    with pytest.raises(KeyError):
+        ix["Cnot-there"]
+    mixed = UidIndex(pa.array(["Ca", "Cbbb", None, "Cc"]))  # not one width: the slow conversion
+    assert mixed.codes(pa.array(["Cbbb", "Cc", "Cx", None])).tolist() == [1, 3, -1, -1]
