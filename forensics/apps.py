@@ -507,7 +507,10 @@ class _Pass:
             emitter.linker = linker
             groups = iter_finished_sel(packets, index, last_frame, part=(k, shares),
                                        first_seen=self.first_seen)
+            segments: list[_Segment] = []
+            held: list[_Segment] = []
             for bno, (rows, sel) in enumerate(groups):
+                links = len(linker.callbacks)
                 # The batch's sessions reassembled at once; per-session objects only for the
                 # sessions a parser may want (a byte to look at, or a conflict to report).
                 b = SessionBatch(rows, ev, sel=sel)
@@ -566,6 +569,13 @@ class _Pass:
                     i += 1
                 mine += [tcp_sids, b.udp_sids]
                 del b
+                # The batch's rows into Arrow now, so that memory holds the output as columns,
+                # not as a dict per row; unless a cross-session link asked for during the
+                # batch may still fill some in (FTP data channels): those wait for the links.
+                if len(linker.callbacks) == links:
+                    segments += _arrow_segments(emitter.done_segments())
+                else:
+                    held += emitter.done_segments()
                 ev.release()  # keep the resident size to the sessions in flight, not the file read so far
                 gc.collect(1)  # the batch's garbage: collection walks only what the batch made
             own = np.concatenate(mine) if mine else np.zeros(0, np.int64)
@@ -579,7 +589,7 @@ class _Pass:
                     emitter.warn(
                         None, "link_error", f"cross-session link failed: {type(exc).__name__}: {exc}", "error"
                     )
-        segments = _arrow_segments(emitter.done_segments())
+        segments += _arrow_segments(held + emitter.done_segments())
         tcp_own = own[missed[own] != 0]
         return {
             "segments": segments,
