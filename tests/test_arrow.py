@@ -90,6 +90,48 @@ def test_packet_pass_does_not_import_pandas(tmp_path):
     assert out.stdout.strip() == "False"
 
 
+def test_command_line_ingest_never_imports_pandas(tmp_path):
+    """The console script's ingest (protocols and carving on) builds every table without
+    pandas; afterwards the same process still reads the case into pandas as usual."""
+    cap = write_pcap(tmp_path / "h.pcap", [eth(p) for p in handshake_session()])
+    case = tmp_path / "case"
+    code = (
+        "import sys\n"
+        "from forensics import cli\n"
+        "cli.ingest_process()\n"
+        f"args = cli.build_parser().parse_args(['ingest', '-q', {str(case)!r}, {str(cap)!r}])\n"
+        "assert cli._run(args, console=True) == 0\n"
+        "print('pandas' in sys.modules)\n"
+        "import forensics, pyarrow as pa\n"
+        f"with forensics.open_case({str(case)!r}, read_only=True) as c:\n"
+        "    print(c.sql('SELECT count(*) AS n FROM http')['n'][0])\n"
+        "print(type(pa.table({'a': [1]}).to_pandas()).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-3:] == ["False", "1", "DataFrame"]
+
+
+def test_arrays_without_pandas_keeps_pandas_usable():
+    """After pyarrow's one try fails, arrays are built without pandas, pandas conversions
+    still import it, and pandas objects are then recognised as such."""
+    code = (
+        "import sys, numpy as np, pyarrow as pa\n"
+        "from forensics import _arrow as A\n"
+        "assert A.arrays_without_pandas()\n"
+        "pa.array(np.arange(3)); pa.array([1, None]).fill_null(0).to_numpy()\n"
+        "pa.array([{'x': 1}], pa.struct([('x', pa.int64())]))\n"
+        "print('pandas' in sys.modules)\n"
+        "df = pa.table({'a': [1, 2]}).to_pandas()\n"
+        "import pandas as pd\n"
+        "print(type(df).__name__, pa.types.is_dictionary(pa.array(pd.Categorical(['a', 'b'])).type))\n"
+        "print(A.arrays_without_pandas())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["False", "DataFrame True", "False"]
+
+
 def test_packed_validity_is_used_as_is():
     values = np.arange(10, dtype=np.int32)
     null = np.array([i % 3 == 0 for i in range(10)])

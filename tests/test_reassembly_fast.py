@@ -333,7 +333,8 @@ def test_uid_index_looks_up_as_a_dict_does():
     probe = [*rng.sample(uids, 100), "Cunknown000000000", "", "C" * 30, None]
     assert ix.codes(pa.array(probe)).tolist() == [d.get(u, -1) for u in probe]
     # dictionary-encoded and chunked columns, as the packet index gives them
-    enc = pa.chunked_array([pa.array(probe[:50]).dictionary_encode(), pa.array(probe[50:]).dictionary_encode()])
+    enc = pa.chunked_array([pa.array(probe[:50]).dictionary_encode(),
+                            pa.array(probe[50:]).dictionary_encode()])
     assert ix.codes(enc).tolist() == [d.get(u, -1) for u in probe]
     assert dict(ix.items()) == d and len(ix) == len(d)
     assert ix.uid(300) == uids[300] and ix[uids[10]] == 10

@@ -39,17 +39,17 @@ from gen_capture import _parse_size as parse_size  # noqa: E402
 from gen_capture import generate  # noqa: E402
 
 # The Breachbook run: the ``breachbook ingest`` command in its own process, exactly as the console
-# script runs it (the evidence hash begun before the engine loads, a quick exit at the end), with
-# the engine's second pass (reassembly, protocols, carving, staging their tables) timed around its
-# own ``_second_pass`` step; the rest is start-up, the packet pass and the commit. Rows are
-# counted afterwards, outside the timing.
+# script runs it (its process settings, the evidence hash begun before the engine loads, a quick
+# exit at the end), with the engine's second pass (reassembly, protocols, carving, staging their
+# tables) timed around its own ``_second_pass`` step; the rest is start-up, the packet pass and the
+# commit. Rows are counted afterwards, outside the timing.
 _RUN = (
     "import json, os, sys, time\n"
     "t = time.perf_counter()\n"
-    "from forensics import _prehash\n"
-    "_prehash.start([sys.argv[2]])  # as forensics.cli.main does, before the engine loads\n"
+    "from forensics import _prehash, cli\n"
+    "cli.ingest_process()  # as the console script (forensics.cli.run) does\n"
+    "_prehash.start([sys.argv[2]])  # as forensics.cli._run does, before the engine loads\n"
     "import forensics.ingest as fi\n"
-    "from forensics.cli import main\n"
     "second = [0.0]\n"
     "inner = fi._second_pass\n"
     "def timed(*a, **k):\n"
@@ -60,7 +60,7 @@ _RUN = (
     "        second[0] += time.perf_counter() - t\n"
     "fi._second_pass = timed\n"
     "argv = ['ingest', '-q', *([] if sys.argv[3] == 'carve' else ['--no-carve']), sys.argv[1], sys.argv[2]]\n"
-    "rc = main(argv)\n"
+    "rc = cli._run(cli.build_parser().parse_args(argv), console=True)\n"
     "print(json.dumps({'ingest_s': time.perf_counter() - t, 'second_s': second[0]}))\n"
     "sys.stdout.flush()\n"
     "os._exit(rc)  # as forensics.cli.run does after an ingest\n"
