@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _measure import measure, median_run  # noqa: E402
+from _measure import compile_bytecode, measure, median_run  # noqa: E402
 from gen_capture import _parse_size as parse_size  # noqa: E402
 from gen_capture import generate  # noqa: E402
 
@@ -75,7 +75,8 @@ TOOLS = ("tcpflow", "breachbook --no-carve", "breachbook")
 
 
 def warm() -> None:
-    """Compile (or load) every numba kernel once, so no timed run pays for it."""
+    """Compile (or load) every numba kernel once, and the modules' bytecode, so no timed run pays for it."""
+    compile_bytecode()
     code = (
         "import tempfile, forensics.net\n"
         "forensics.net.warmup()\n"

@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _measure import compile_bytecode  # noqa: E402
 from gen_capture import _parse_size as parse_size  # noqa: E402
 from gen_capture import generate  # noqa: E402
 
@@ -81,6 +82,7 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()  # as installed (see _measure.compile_bytecode)
     subprocess.run([sys.executable, "-c", "import forensics.net; forensics.net.warmup()"], check=True)
     rows = []
     with tempfile.TemporaryDirectory(dir=out) as tmp:
