@@ -13,18 +13,11 @@ __all__ = ["sniff"]
 
 _BOM = rb"(?:\xef\xbb\xbf)?"
 _WS = rb"[\r\n \t]*"
-_LEAD = (
-    _BOM
-    + rb"(?:"
-    + _WS
-    + rb"(?:<!--.*?-->)?"
-    + _WS
-    + rb")*(?:<\?xml .*?\?>)?(?:"
-    + _WS
-    + rb"(?:<!--.*?-->)?"
-    + _WS
-    + rb")*"
-)
+# Whitespace and comments, in any order. Zeek writes it (whitespace, a comment or not,
+# whitespace) repeated, which its automaton matches in one pass; a backtracking engine
+# tries every way of cutting a run of spaces in three, for ever on a long one.
+_GAP = rb"(?:[\r\n \t]|<!--.*?-->)*"
+_LEAD = _BOM + _GAP + rb"(?:<\?xml .*?\?>)?" + _GAP
 
 # (strength, mime, pattern); matched from the start of the content.
 _SIGS: list[tuple[int, str, re.Pattern[bytes]]] = [
@@ -60,7 +53,7 @@ _SIGS: list[tuple[int, str, re.Pattern[bytes]]] = [
             + rb",)|\{|\[)",
         ),
         (0, "text/json", _BOM + _WS + rb"(?:\[\]|\{\})" + _WS + rb"$"),
-        (10, "application/xml", _BOM + rb"(?:" + _WS + rb"(?:<!--.*?-->)?" + _WS + rb")*<\?xml "),
+        (10, "application/xml", _BOM + _GAP + rb"<\?xml "),
         (
             100,
             "text/html",
@@ -113,12 +106,18 @@ _SIGS: list[tuple[int, str, re.Pattern[bytes]]] = [
 ]
 
 
+# Every signature in one pattern, strongest first (list order among equals): the first
+# alternative that matches is the one of highest strength, found in one call.
+_STRONGEST_FIRST = sorted(range(len(_SIGS)), key=lambda i: -_SIGS[i][0])
+_ANY = re.compile(b"|".join(b"(?P<s%d>%s)" % (i, _SIGS[i][2].pattern) for i in _STRONGEST_FIRST), re.S)
+
+
 def sniff(head: bytes) -> str | None:
-    """The MIME type of content starting with ``head`` (None when nothing matches)."""
+    """The MIME type of content starting with ``head`` (None when nothing matches).
+
+    The matching signature of highest strength; of equal ones, the first listed.
+    """
     if not head:
         return None
-    best: tuple[int, str] | None = None
-    for strength, mime, pat in _SIGS:
-        if (best is None or strength > best[0]) and pat.match(head):
-            best = (strength, mime)
-    return best[1] if best else None
+    m = _ANY.match(head)
+    return _SIGS[int(m.lastgroup[1:])][1] if m is not None and m.lastgroup else None
