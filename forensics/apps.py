@@ -530,15 +530,30 @@ class _Pass:
                 confl = b.conflicted()
                 for i in np.flatnonzero((heads > 0) | confl).tolist():
                     sid = int(tcp_sids[i])
+                    found: protocols.Analyzer | None = None
+                    probe = None
+                    if not confl[i] and (hh := b.tcp_heads(i)) is not None:
+                        # The detectors first, on the heads read in bulk: a session nobody
+                        # claims (most, in random or encrypted traffic) is never built.
+                        probe = Session(sid, fields.info(sid), _HEADS_TCP, emitter)  # type: ignore[arg-type]
+                        try:
+                            found = protocols.claim(*hh, probe)
+                        except protocols.NeedsSession:
+                            probe = None  # a detector wants the whole session: analyze decides
+                        else:
+                            if found is None:
+                                continue
                     sd = b.tcp_session(i)
                     if confl[i]:
                         _conflict_rows(index.uid(sid), eid, sd, emitter)
                     if heads[i]:
+                        s = session(sid, sd) if probe is None else Session(
+                            sid, probe.info, sd, emitter, services[sid], probe.state)
                         if carver is None:
-                            protocols.analyze(session(sid, sd))
+                            protocols.analyze(s, found)
                             continue
                         mark = carver.mark(emitter.rows)
-                        protocols.analyze(session(sid, sd))
+                        protocols.analyze(s, found)
                         carver.after(index.uid(sid), sd, emitter.rows, mark)  # its files, from the same bytes
                 linker.key = (k, bno, 1)
                 emitter.segment(linker.key)
@@ -599,6 +614,9 @@ class _Pass:
             "stats": dict(stats),
             "carved": carver.result() if carver is not None else None,
         }
+
+
+_HEADS_TCP = protocols.HeadsOnly(6)
 
 
 class _SessionFields:

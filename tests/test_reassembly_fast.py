@@ -342,3 +342,55 @@ def test_uid_index_looks_up_as_a_dict_does():
         ix["Cnot-there"]
     mixed = UidIndex(pa.array(["Ca", "Cbbb", None, "Cc"]))  # not one width: the slow conversion
     assert mixed.codes(pa.array(["Cbbb", "Cc", "Cx", None])).tolist() == [1, 3, -1, -1]
+
+
+def test_sessions_no_detector_claims_are_never_built(tmp_path, monkeypatch):
+    """Detectors run first on the heads the batch read in bulk: sessions nobody claims get no
+    Python session at all; a detector that looks past the heads gets the whole session (and
+    the same answer), and claimed sessions are parsed as before."""
+    from forensics import protocols
+    from forensics.reassembly.stream import SessionBatch
+
+    rng = random.Random(4)
+    convs = []
+    for i in range(6):  # HTTP: claimed by the http detector
+        c = Conv("10.0.0.3", "10.0.0.4", 44000 + i, 80).send(True, b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n")
+        convs.append(c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").close())
+    for i in range(10):  # random bytes: nobody claims them
+        junk = bytes(rng.randrange(1, 256) for _ in range(300))
+        convs.append(Conv("10.0.0.5", "10.0.0.6", 45000 + i, 443).send(True, junk).send(False, junk).close())
+    for i in range(3):  # claimed by a detector that reads the reassembled direction itself
+        convs.append(Conv("10.0.0.7", "10.0.0.8", 46000 + i, 7777).send(True, b"ZZZZ hello").close())
+    cap = write_pcap(tmp_path / "probe.pcap", [eth(f) for c in convs for f in c.frames])
+    packets, sessions = _stage(cap, tmp_path)
+    _no_carving(monkeypatch)
+
+    def zdetect(orig: bytes, resp: bytes, s: protocols.Session) -> bool:
+        return s.orig.read(0, 4) == b"ZZZZ"  # past the heads: needs the whole session
+
+    def zparse(s: protocols.Session) -> None:
+        s.emit("ssh", client="zzz")  # any declared table will do
+
+    analyzers = [protocols.Analyzer("zzz", "tcp", zdetect, zparse, 0), *protocols.ANALYZERS]
+    monkeypatch.setattr(protocols, "ANALYZERS", analyzers)
+    built = []
+    tcp_session = SessionBatch.tcp_session
+
+    def counted(self, i):  # type: ignore[no-untyped-def]
+        built.append(i)
+        return tcp_session(self, i)
+
+    monkeypatch.setattr(SessionBatch, "tcp_session", counted)
+    monkeypatch.setattr(apps, "_split", lambda p: 1)
+    out, _warnings = _run(packets, sessions, cap)
+    services = out["sessions"].column("service").to_pylist()
+    assert sorted(s for s in services if s) == ["http"] * 6 + ["zzz"] * 3
+    assert out["http"].num_rows == 6 and out["ssh"].column("client").to_pylist() == ["zzz"] * 3
+    # every session was probed; the whole session was built for the claimed and the asked-for ones
+    # (the zzz detector comes first, so each of the 19 sessions asks for its whole session once)
+    assert len(built) == 19
+    monkeypatch.setattr(protocols, "ANALYZERS", analyzers[1:])
+    built.clear()
+    out, _warnings = _run(packets, sessions, cap)
+    assert sorted(s for s in out["sessions"].column("service").to_pylist() if s) == ["http"] * 6
+    assert len(built) == 6  # the 13 sessions nobody claims were never built

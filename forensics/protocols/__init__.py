@@ -18,10 +18,12 @@ import logging
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from forensics.protocols._base import Emitter, Reader, Session
 
-__all__ = ["ANALYZERS", "Analyzer", "Emitter", "Reader", "Session", "analyze", "register"]
+__all__ = ["ANALYZERS", "Analyzer", "Emitter", "HeadsOnly", "NeedsSession", "Reader", "Session", "analyze",
+           "claim", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -88,30 +90,70 @@ def run_parser(s: Session, a: Analyzer) -> None:
         )
 
 
-def analyze(s: Session) -> str | None:
-    """Detect the session's protocol by content and parse it.
+class HeadsOnly:
+    """Stands in for a session's reassembled data while detectors look at its first bytes.
 
-    Returns:
-        The service detected (also appended to ``s.services``), or None.
+    A session that no detector claims needs no reassembled directions at all:
+    :func:`claim` can run on the heads a batch gathered in bulk, with this in
+    ``Session.data``. A detector that wants more than the transport (``proto``)
+    gets :class:`NeedsSession`, and the caller asks again with the whole session.
     """
-    transport = "tcp" if s.data.proto == 6 else "udp"
-    ho, hr = heads(s)
+
+    __slots__ = ("proto",)
+
+    def __init__(self, proto: int):
+        self.proto = proto
+
+    def __getattr__(self, name: str) -> Any:
+        raise NeedsSession(name)
+
+
+class NeedsSession(Exception):
+    """A detector looked past the heads (see :class:`HeadsOnly`)."""
+
+
+def claim(ho: bytes, hr: bytes, s: Session) -> Analyzer | None:
+    """The analyzer whose detector claims the session first, given each direction's head.
+
+    What :func:`analyze` parses the session with. A detector that fails is taken
+    as not claiming it, unless it failed for lack of the whole session
+    (:class:`NeedsSession`, raised).
+    """
     if not ho and not hr:
         return None
+    transport = "tcp" if s.data.proto == 6 else "udp"
     for a in ANALYZERS:
         if a.transport != transport:
             continue
         try:
             hit = a.detect(ho, hr, s)
+        except NeedsSession:
+            raise
         except Exception:  # a detector must never take the session down
             log.debug("detector %s failed on %s", a.service, s.uid, exc_info=True)
             hit = False
         if hit:
-            if a.service not in s.services:
-                s.services.append(a.service)
-            run_parser(s, a)
-            return a.service
+            return a
     return None
+
+
+def analyze(s: Session, analyzer: Analyzer | None = None) -> str | None:
+    """Detect the session's protocol by content and parse it.
+
+    Args:
+        s: the session.
+        analyzer: the one :func:`claim` found already for it (detection is then skipped).
+
+    Returns:
+        The service detected (also appended to ``s.services``), or None.
+    """
+    a = analyzer or claim(*heads(s), s)
+    if a is None:
+        return None
+    if a.service not in s.services:
+        s.services.append(a.service)
+    run_parser(s, a)
+    return a.service
 
 
 for _mod in pkgutil.iter_modules(__path__):

@@ -456,6 +456,23 @@ class SessionBatch:
             out[np.searchsorted(tc["sess_g"], g, side="right") - 1] = True
         return out
 
+    def tcp_heads(self, i: int) -> tuple[bytes, bytes] | None:
+        """The first bytes (up to ``HEAD``) of each direction of the ``i``-th TCP session.
+
+        From the batch's bulk read: what ``Direction.read`` gives for them. None when a
+        head is not known in bulk (:meth:`tcp_session` then reads it).
+        """
+        tc = self._tcp
+        out = []
+        for g in (tc["go"][i], tc["gr"][i]):
+            if g < 0 or tc["g_pc"][g + 1] <= tc["g_pc"][g]:
+                out.append(b"")  # that side sent no payload
+            elif tc["h_ok"][g]:
+                out.append(tc["heads"][tc["h_off"][g]:tc["h_off"][g + 1]])
+            else:
+                return None
+        return out[0], out[1]
+
     def _direction(self, g: int, is_orig: bool) -> Direction:
         if g < 0:
             return Direction.empty(is_orig, self.ev)
