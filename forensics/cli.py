@@ -334,14 +334,23 @@ def run() -> None:
     And pyarrow builds its arrays without importing pandas, which only serves
     to recognise pandas objects an ingest never hands it: 0.1-0.16 s, on one
     core before the second pass forks (1 GiB bench capture, measured).
+
+    Output piped into a reader that stops early (``| head``) ends the command
+    quietly with status 141, as for a program ended by SIGPIPE.
     """
     args = build_parser().parse_args(sys.argv[1:])
     if args.command == "ingest":
         ingest_process()
-    rc = _run(args, console=True)
+    try:
+        rc = _run(args, console=True)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): what the command was asked to do is done
+        # (an ingest has committed before it prints). Quiet, as programs ended by SIGPIPE are.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        rc = 128 + 13
     if args.command == "ingest" and args.executor != "dask":
         logging.shutdown()
-        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)
     sys.exit(rc)

@@ -90,3 +90,27 @@ def test_prehash_not_begun_is_withdrawn(tmp_path):
     fut: Future = Future()  # queued behind other files: not begun
     _prehash._pending[_prehash._key(f)] = fut
     assert _prehash.take(f) is None and fut.cancelled()  # the caller hashes it; the queue skips it
+
+
+def test_output_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """``breachbook ... | head``: when the reader goes away, no traceback; an ingest has
+    committed before it prints its summary."""
+    import os
+    import subprocess
+    import sys
+
+    import forensics
+
+    cap = write_pcap(tmp_path / "s.pcap", [eth(p) for p in handshake_session()])
+    case = tmp_path / "case"
+    for cmd in (["ingest", "-q", str(case), str(cap)],
+                ["sql", str(case), "SELECT range AS n FROM range(200000)", "--format", "csv"]):
+        r, w = os.pipe()
+        os.close(r)  # nobody will read: the first write breaks the pipe
+        p = subprocess.run([sys.executable, "-m", "forensics.cli", *cmd], stdout=w, stderr=subprocess.PIPE,
+                           text=True, timeout=300)
+        os.close(w)
+        assert "Traceback" not in p.stderr, p.stderr
+        assert p.returncode == 141, (cmd, p.returncode, p.stderr)
+    with forensics.open_case(case, read_only=True) as c:
+        assert c.sql("SELECT status FROM evidence")["status"].tolist() == ["ingested"]
