@@ -159,6 +159,8 @@ class Staged:
         work: the staging folder (inside the case) holding the outputs.
         packets: staged packet index (captures), or None.
         tables: staged Parquet files per table (sessions, events, ...).
+        held: tables kept in memory instead (the second pass's, when the file is
+            committed by the process that parsed it: no Parquet round trip).
         warnings: warning rows (dicts for ``ingest_warnings``).
         records: packets or records read.
         seconds: parse time.
@@ -173,6 +175,7 @@ class Staged:
     work: Path
     packets: Path | None = None
     tables: dict[str, list[Path]] = field(default_factory=dict)
+    held: dict[str, list[pa.Table]] = field(default_factory=dict)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     records: int = 0
     seconds: float = 0.0
@@ -237,6 +240,7 @@ def parse_file(
     known: frozenset[str] = frozenset(), progress: Callable[[int], None] | None = None,
     md5: bool = False, net: NetPipeline | None = None, final: bool = True,
     options: dict[str, Any] | None = None, protocols: bool = True, carve: bool = True,
+    hold: bool = False,
 ) -> Staged:
     """Parse one evidence file into staged Parquet under ``work`` (no database).
 
@@ -256,6 +260,8 @@ def parse_file(
             and sessions only.
         carve: with ``protocols``, carve the files the sessions carried into the
             store of the case that holds ``work``.
+        hold: keep the second pass's tables in memory (``Staged.held``) rather
+            than staging them as Parquet: for a caller that commits in this process.
 
     Returns:
         What was staged.
@@ -310,8 +316,10 @@ def parse_file(
             staged.packets, sessions = net.end_file(final=final)
             if sessions is not None:
                 if protocols:
-                    _second_pass(ctx, path, staged.packets, sessions, stager, carve=carve)
-                stager.paths.setdefault("sessions", []).append(sessions)
+                    staged.held = _second_pass(ctx, path, staged.packets, sessions, stager, carve=carve,
+                                               hold=hold)
+                if "sessions" not in staged.held:
+                    stager.paths.setdefault("sessions", []).append(sessions)
             staged.records = net.frames
         staged.tables = stager.close()
         staged.records = staged.records or stager.records()
@@ -334,17 +342,27 @@ def parse_file(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _second_pass(ctx: IngestContext, path: Path, packets: Path, sessions: Path,
-                 stager: _TableStager, *, carve: bool = True) -> None:
-    """Reassembly, protocol parsing and carving over the staged packet index (no database)."""
+def _second_pass(
+    ctx: IngestContext, path: Path, packets: Path, sessions: Path, stager: _TableStager, *,
+    carve: bool = True, hold: bool = False,
+) -> dict[str, list[pa.Table]]:
+    """Reassembly, protocol parsing and carving over the staged packet index (no database).
+
+    Returns:
+        With ``hold``, its tables (``sessions`` with ``service`` filled in among
+        them), kept in memory; otherwise nothing: they are staged.
+    """
     from forensics.apps import reconstruct
     from forensics.net.pipeline import SESSIONS_STAGING
 
     app = reconstruct(None, ctx.evidence_id, ctx, packets=packets,
                       sessions=pq.ParquetFile(sessions).read(), evidence_path=path, carve=carve)
+    if hold:
+        return {name: [TABLES[name].conform(tbl)] for name, tbl in app.items()}
     pq.write_table(app.pop("sessions"), sessions, **SESSIONS_STAGING)  # service filled in
     for name, tbl in app.items():
         stager.add(name, tbl)
+    return {}
 
 
 def commit_staged(case: Case, staged: Staged) -> IngestResult:
@@ -367,12 +385,16 @@ def commit_staged(case: Case, staged: Staged) -> IngestResult:
     case._begin_ingest(eid)
     try:
         counts: dict[str, int] = {}
+        # Sessions carry their own evidence (a stream's connection may have started in an
+        # earlier file); everything else is stamped here.
         for name, paths in staged.tables.items():
             for p in paths:
-                # Sessions carry their own evidence (a stream's connection may have
-                # started in an earlier file); everything else is stamped here.
                 stamp = None if name == "sessions" else eid
                 counts[name] = counts.get(name, 0) + case._insert_parquet(name, p, evidence_id=stamp)
+        for name, tbls in staged.held.items():
+            for tbl in tbls:
+                case._insert(name, tbl if name == "sessions" else _stamp(tbl, eid))
+                counts[name] = counts.get(name, 0) + tbl.num_rows
         if staged.warnings:
             warnings = A.table_from_rows(staged.warnings, TABLES["ingest_warnings"].arrow_schema())
             case._insert("ingest_warnings", _stamp(warnings, eid))

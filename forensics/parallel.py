@@ -132,11 +132,13 @@ def plan(
 
 def run_task(task: Task, staging_root: Path, known: frozenset[str], md5: bool = False,
              strict: bool = False,
-             progress: Callable[[Path, int], None] | None = None) -> Iterator[Staged]:
+             progress: Callable[[Path, int], None] | None = None, hold: bool = False) -> Iterator[Staged]:
     """Parse a task's files in order, yielding each staged file (a worker's job).
 
     Between files of a stream, the connection state is saved next to the
     staged outputs (``state.npz``) for the coordinator to keep at commit.
+    With ``hold`` (the caller commits each file in this process before the next
+    is parsed), the second pass's tables stay in memory (``Staged.held``).
     """
     from forensics.net.pipeline import NetPipeline
 
@@ -151,7 +153,7 @@ def run_task(task: Task, staging_root: Path, known: frozenset[str], md5: bool = 
         cb = (lambda done, p=path: progress(p, done)) if progress else None
         staged = parse_file(path, work, fmt=task.fmt, strict=strict, known=known, md5=md5,
                             net=net, final=final, progress=cb, options=task.options,
-                            protocols=task.protocols, carve=task.carve)
+                            protocols=task.protocols, carve=task.carve, hold=hold)
         if net is not None and not final and not staged.skipped:
             # Files that overlap in time are not one stream: end the connections here.
             if nxt is not None and nxt < net.last_ts - OVERLAP_TOLERANCE_NS:  # (not final: never None)
@@ -238,7 +240,8 @@ def ingest_parallel(
         for task in tasks:
             root = case.staging_dir()
             try:
-                for staged in run_task(task, root, known, md5=md5, strict=strict, progress=progress):
+                for staged in run_task(task, root, known, md5=md5, strict=strict, progress=progress,
+                                       hold=True):
                     done(_commit(case, staged))
             except BaseException:
                 if task.current is not None:

@@ -394,3 +394,43 @@ def test_sessions_no_detector_claims_are_never_built(tmp_path, monkeypatch):
     out, _warnings = _run(packets, sessions, cap)
     assert sorted(s for s in out["sessions"].column("service").to_pylist() if s) == ["http"] * 6
     assert len(built) == 6  # the 13 sessions nobody claims were never built
+
+
+def test_held_tables_commit_what_staged_parquet_commits(tmp_path, monkeypatch):
+    """A serial ingest commits the second pass's tables from memory; staged as Parquet (as a
+    worker process stages them) they give the case the same rows."""
+    import forensics
+    import forensics.ingest as fi
+    import forensics.parallel as par
+
+    cap = _mix(tmp_path, ranges=True)
+    held: list[set[str]] = []
+    second = fi._second_pass
+
+    def spied(*a, **k):  # type: ignore[no-untyped-def]
+        out = second(*a, **k)
+        held.append(set(out))
+        return out
+
+    monkeypatch.setattr(fi, "_second_pass", spied)
+
+    def rows(c) -> dict[str, list]:  # type: ignore[no-untyped-def]
+        out = {}
+        for t in ("sessions", "http", "dns", "ftp", "files", "carved_files", "stream_gaps",
+                  "ingest_warnings"):
+            cols = [r for r in c.sql(f"DESCRIBE {t}")["column_name"] if r not in ("stored_at",)]
+            sel = ", ".join(f"\"{x}\"" for x in cols)
+            out[t] = sorted(map(repr, c.con.execute(f"SELECT {sel} FROM {t}").fetchall()))
+        return out
+
+    with forensics.open_case(tmp_path / "held") as c:
+        c.ingest(cap)
+        from_memory = rows(c)
+    run_task = par.run_task
+    monkeypatch.setattr(par, "run_task", lambda *a, **k: run_task(*a, **{**k, "hold": False}))
+    with forensics.open_case(tmp_path / "staged") as c:
+        c.ingest(cap)
+        from_parquet = rows(c)
+    assert held[0] >= {"sessions", "http", "dns", "ftp", "files", "carved_files"} and held[1] == set()
+    assert from_memory == from_parquet
+    assert len(from_memory["http"]) > 100 and len(from_memory["sessions"]) > 200
