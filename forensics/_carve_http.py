@@ -33,7 +33,9 @@ from forensics.reassembly.stream import Direction, SessionData
 __all__ = ["RangePiece", "assemble_ranges", "carve_session"]
 
 _MAX_HEAD = 64 * 1024
-_REQ_LINE = re.compile(rb"(?:^|\n)[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}[ \t]+\S*[ \t]*(?:HTTP/\d(?:\.\d)?)?\r?\n")
+# (possessive runs of blanks: see forensics.protocols.http._REQ)
+_REQ_LINE = re.compile(
+    rb"(?:^|\n)[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}[ \t]++\S*[ \t]*+(?:HTTP/\d(?:\.\d)?)?\r?\n")
 _STATUS_LINE = re.compile(rb"(?:^|\n)HTTP/\d(?:\.\d)?[ \t]+\d{3}")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d{1,18})\s*-\s*(\d{1,18})\s*/\s*(\d{1,18}|\*)", re.I)
 _GZIP = ("gzip", "x-gzip")

@@ -105,16 +105,19 @@ def test_known_types(head, mime):
     assert _mime.sniff(head) == mime
 
 
-def test_long_runs_of_whitespace_are_sniffed_at_once():
-    """A body is the sender's choice: 40 spaces and a letter kept the old pattern
-    (whitespace, comment, whitespace, repeated) backtracking for longer than anyone waits,
-    and with it the ingest. Run apart, so that a regression fails instead of hanging."""
+def test_long_runs_of_whitespace_and_comments_are_sniffed_at_once():
+    """A body is the sender's choice: 40 spaces and a letter, or 24 empty comments, kept the
+    old patterns (whitespace, comment, whitespace, repeated; then whitespace or comment,
+    repeated) backtracking for longer than anyone waits, and with them the ingest; the time
+    doubled with each comment. Run apart, so that a regression fails instead of hanging."""
     code = ("from forensics.protocols import _mime\n"
             "print(_mime.sniff(b' ' * 1000 + b'x'), _mime.sniff(b'\\n\\t ' * 300 + b'<html>'),"
-            " _mime.sniff(b'<!--' + b' ' * 1000))\n")
+            " _mime.sniff(b'<!--' + b' ' * 1000), _mime.sniff(b'<!---->' * 140 + b'x'),"
+            " _mime.sniff(b'<!---->' * 140 + b'<html>'), _mime.sniff(b'<?xml ?><!---->' * 60 + b'<rss'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["text/plain", "text/html", "text/plain"]
+    assert out.stdout.split() == ["text/plain", "text/html", "text/plain", "text/plain", "text/html",
+                                  "text/rss"]
 
 
 def test_http_body_of_spaces_does_not_stop_the_ingest(tmp_path):

@@ -13,11 +13,19 @@ __all__ = ["sniff"]
 
 _BOM = rb"(?:\xef\xbb\xbf)?"
 _WS = rb"[\r\n \t]*"
-# Whitespace and comments, in any order. Zeek writes it (whitespace, a comment or not,
-# whitespace) repeated, which its automaton matches in one pass; a backtracking engine
-# tries every way of cutting a run of spaces in three, for ever on a long one.
-_GAP = rb"(?:[\r\n \t]|<!--.*?-->)*"
-_LEAD = _BOM + _GAP + rb"(?:<\?xml .*?\?>)?" + _GAP
+# Whitespace and comments in any order, an XML declaration or not, then whitespace and
+# comments again: what Zeek writes as (whitespace, a comment or not, whitespace) repeated.
+# Zeek matches that with an automaton; a backtracking engine tries every way of cutting a
+# run of spaces in three, or a run of comments into comments (``.*?`` may hold ``-->``),
+# which takes for ever on a few dozen. The same language, in one pass: comments one after
+# another read as one comment (its ``.*`` holds the ones between), and possessive and
+# atomic groups leave the engine nothing to try twice. Comments before an XML
+# declaration end at the first ``-->`` the declaration follows, and the other way round.
+_W = rb"[\r\n \t]*+"
+_GAP = _W + rb"(?:<!--.*-->" + _W + rb")?"
+_XP = rb"<\?xml (?:(?>.*?\?>" + _W + rb"(?=<!--))<!--.*-->" + _W + rb"|.*\?>" + _W + rb")"
+_CP = rb"<!--(?:(?>.*?-->" + _W + rb"(?=<\?xml ))" + _XP + rb"|.*-->" + _W + rb")"
+_LEAD = _BOM + _W + rb"(?:" + _CP + rb"|" + _XP + rb")?"
 
 # (strength, mime, pattern); matched from the start of the content.
 _SIGS: list[tuple[int, str, re.Pattern[bytes]]] = [

@@ -115,9 +115,13 @@ def _url(resp_h: str, cwd: str, arg: str) -> str:
     return f"ftp://{host}{path}"
 
 
+# From a number's first digit (else a long run of digits is tried again from each of them).
+_PASV = re.compile(r"(?<!\d)(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)")
+
+
 def _pasv(code: int, msg: str, resp_h: str) -> tuple[str, int] | None:
     if code == 227:
-        m = re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", msg)
+        m = _PASV.search(msg)
         if m:
             n = [int(x) for x in m.groups()]
             return ".".join(map(str, n[:4])), n[4] * 256 + n[5]

@@ -54,6 +54,10 @@ _KEYBOARDS = {
 }
 
 
+# The first cookie of a line, found once (with a plain search each later one on the line was
+# tried again to the line's end: quadratic in a 64 KiB TPKT of cookies).
+_COOKIE = re.compile(rb"(?:^|[\r\n])(?>[^\r\n]*?Cookie: mstshash=)([^\r\n]*)\r\n")
+
 def detect(orig: bytes, resp: bytes, s: Session) -> bool:
     """A TPKT-framed X.224 Connection Request from the client (or Confirm from the server)."""
     if len(orig) >= 11 and orig[:2] == b"\x03\x00" and orig[5] == 0xE0:
@@ -83,7 +87,7 @@ def parse(s: Session) -> None:
     row: dict = {}
     if co:
         x224 = co[0][1]
-        m = re.search(rb"Cookie: mstshash=([^\r\n]*)\r\n", x224)
+        m = _COOKIE.search(x224)
         if m:
             row["cookie"] = m.group(1).decode("utf-8", "backslashreplace")
         neg = x224.find(b"\x01", (m.end() if m else 7))

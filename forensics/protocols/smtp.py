@@ -26,7 +26,7 @@ __all__ = ["MAX_MIME", "detect", "parse"]
 MAX_MIME = 16 << 20  # message bytes read for MIME structure
 MAX_LINES = 200_000
 _CLIENT_FIRST = (b"EHLO", b"HELO", b"LHLO")
-_EMAIL = re.compile(r"[^\s<>\"',;:@]+@[^\s<>\"',;:@]+")
+_EMAIL = re.compile(r"(?<![^\s<>\"',;:@])[^\s<>\"',;:@]+@[^\s<>\"',;:@]+")  # a run from its start only
 _IP = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|(?<![\w:])(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?![\w:])")
 
 
