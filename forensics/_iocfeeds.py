@@ -179,11 +179,15 @@ def _time(v: Any) -> datetime | None:
 _SINKS = {"0.0.0.0", "127.0.0.1", "::", "::1"}
 
 
+# Blanks then # or //: a comment after the indicator (a run of blanks tried once, from its start).
+_COMMENT = re.compile(r"(?<!\s)\s+(?:#|//)")
+
+
 def parse_plain(text: str, kind: str | None = None) -> Parsed:
     """One indicator per line; ``#``, ``//`` and ``;`` start comments; hosts-file lines work."""
     out = Parsed("plain")
     for n, line in enumerate(text.splitlines(), 1):
-        line = re.split(r"\s+#|\s+//", line.strip(), maxsplit=1)[0].strip()
+        line = _COMMENT.split(line.strip(), maxsplit=1)[0].strip()
         if not line or line.startswith(("#", "//", ";")):
             continue
         tokens = line.split()
@@ -301,7 +305,7 @@ def parse_csv(text: str, kind: str | None = None) -> Parsed:
 # ---- STIX 2.1 ----------------------------------------------------------------------------
 
 _COMPARISON = re.compile(
-    r"(?P<path>[a-z0-9-]+:[A-Za-z0-9_.\-'\[\]*]+)\s*(?P<op>!=|=|ISSUBSET|ISSUPERSET|LIKE|MATCHES|IN|>=|<=|>|<)"
+    r"(?<![a-z0-9-])(?P<path>[a-z0-9-]+:[A-Za-z0-9_.\-'\[\]*]+)\s*(?P<op>!=|=|ISSUBSET|ISSUPERSET|LIKE|MATCHES|IN|>=|<=|>|<)"
     r"\s*(?P<val>'(?:[^'\\]|\\.)*'|\([^)]*\))", re.IGNORECASE)
 _STRONG = ("md5", "sha1", "sha256")
 

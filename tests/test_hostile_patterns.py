@@ -1,11 +1,13 @@
-"""Regular expressions on attacker-chosen bytes: same matches as before, and no backtracking
-that grows faster than the input.
+"""Regular expressions on attacker-chosen bytes and text: same matches as before, and no
+backtracking that grows faster than the input.
 
 Found by auditing every pattern of the package against adversarial inputs: runs of blanks
 in an HTTP request line (the time grew with the cube of the run: 46 s for 4,000 spaces), a
 MAIL FROM of 64 KiB without an @ (7 s), a PASV reply of digits, RDP cookies one after
-another. The rewrites (possessive and atomic groups, a run matched from its start only)
-keep every match; those checks are here, on ordinary and on long inputs.
+another; and in logs and feeds, command lines that repeat a tool's name (1.4-3 s per 64 KiB
+line) and IOC lines with long blank or letter runs. The rewrites (possessive and atomic
+groups, a run matched from its start only) keep every match; those checks are here, on
+ordinary and on long inputs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 import subprocess
 import sys
 
-from forensics import _carve_http
+from forensics import _carve_http, _iocfeeds, _lateral_rules
 from forensics.protocols import ftp, http, rdp, smtp
 
 # The patterns as they were, the reference for what must still match.
@@ -72,3 +74,57 @@ def test_hostile_request_lines_are_read_at_once():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "0"]
+
+
+# As they were (forensics/_lateral_rules.py, forensics/_iocfeeds.py before the rewrite).
+OLD_SOURCE = [
+    r"\bwmic(?:\.exe)?\b.*?/node:\s*\"?([^\s\"/]+)",
+    r"\bpsexec(?:64)?(?:\.exe)?\b.*?\\\\([^\s\\]+)",
+    r"\bsc(?:\.exe)?\s+\\\\([^\s\\]+)\s+create\b",
+    r"\bsc(?:\.exe)?\s+\\\\([^\s\\]+)",
+    r"\bschtasks(?:\.exe)?\b.*?/s\s+\"?([^\s\"]+)",
+    r"\bat(?:\.exe)?\s+\\\\([^\s\\]+)",
+    r"\bmstsc(?:\.exe)?\b.*?/v:\s*\"?([^\s\":]+)",
+    r"\bwinrs(?:\.exe)?\b.*?-r(?:emote)?:\s*\"?(?:https?://)?([^\s\":/]+)",
+    r"(?:Enter-PSSession|Invoke-Command|New-PSSession)\b.*?-ComputerName\s+\"?([^\s\";,]+)",
+    r"\bssh(?:\.exe)?\s+(?:-\S+\s+)*(?:[^\s@]+@)?([A-Za-z0-9][\w.-]*)\s*$",
+]
+OLD_DUMP = re.compile(r"comsvcs(\.dll)?[\s,]+#?(minidump|24)|procdump.*lsass|sekurlsa|lsass\.dmp|"
+                      r"nanodump|lsassy|mimikatz|out-minidump", re.I)
+
+
+def test_command_line_patterns_match_as_before():
+    words = ["wmic ", "wmic.exe", "/node:", '"', "x", " ", "\n", "psexec", "64", ".exe", "\\\\", "\\",
+             "schtasks", "/s ", "mstsc", "/v:", "winrs", "-r:", "-remote:", "http://", "Invoke-Command",
+             "Enter-PSSession", "-ComputerName ", ";", ",", "/", ":", "a", "-", "sc ", "at ", "create",
+             "ssh "]
+    lines = [*_mix(words, 30000), "wmic " * 3000 + "/node:h",
+             "c:\\x\\wmic.exe process call /node:\"dc01\" get"]
+    old = [(re.compile(p, re.I), tech) for p, (_new, tech) in zip(OLD_SOURCE, _lateral_rules.SOURCE_COMMANDS,
+                                                                    strict=True)]
+
+    def before(line: str) -> tuple[str, str] | None:
+        for pat, tech in old:
+            if m := pat.search(line):
+                return tech, m.group(1)
+        return None
+
+    assert all(before(x) == _lateral_rules.source_command(x) for x in lines)
+    dump = ["procdump", "lsass", "\n", " ", "comsvcs", ".dll", ",", "#", "minidump", "24", "x", "sekurlsa",
+            "mimikatz"]
+    for x in [*_mix(dump, 30000), "procdump " * 5000 + "lsass"]:
+        assert (OLD_DUMP.search(x) is None) == (_lateral_rules.CREDENTIAL_DUMP.search(x) is None)
+
+
+def test_ioc_feed_patterns_match_as_before():
+    old_split = re.compile(r"\s+#|\s+//")
+    old_cmp = re.compile(_iocfeeds._COMPARISON.pattern.replace("(?<![a-z0-9-])", "", 1), re.I)
+    for x in [*_mix(["a", " ", "\t", "#", "/", "//", "x"], 30000), "a" + " " * 5000 + "b"]:
+        old = old_split.split(x.strip(), maxsplit=1)[0].strip()
+        new = _iocfeeds._COMMENT.split(x.strip(), maxsplit=1)[0].strip()
+        assert old == new
+    parts = ["a", "b", "-", ":", "file", ":hashes.md5", " ", "=", "IN", "'x'", "'", "\\", "(", ")", "LIKE",
+             "[", "]", "A", "9"]
+    for x in [*_mix(parts, 30000), "a" * 5000, "a:" + "b" * 5000]:
+        assert [(m.span(), m.groups()) for m in old_cmp.finditer(x)] == \
+               [(m.span(), m.groups()) for m in _iocfeeds._COMPARISON.finditer(x)]
