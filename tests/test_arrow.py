@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow as pa
 import pytest
+from _fresh import fresh_python
 from _pcapbuild import eth, handshake_session, write_pcap
 
 from forensics import _arrow as A
@@ -85,9 +83,8 @@ def test_packet_pass_does_not_import_pandas(tmp_path):
         "assert r[0].records == 9 and r[0].sessions == 1, r\n"
         "print('pandas' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    stdout = fresh_python(code)
+    assert stdout.strip() == "False"
 
 
 def test_command_line_ingest_never_imports_pandas(tmp_path):
@@ -107,9 +104,8 @@ def test_command_line_ingest_never_imports_pandas(tmp_path):
         "    print(c.sql('SELECT count(*) AS n FROM http')['n'][0])\n"
         "print(type(pa.table({'a': [1]}).to_pandas()).__name__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[-3:] == ["False", "1", "DataFrame"]
+    stdout = fresh_python(code)
+    assert stdout.split()[-3:] == ["False", "1", "DataFrame"]
 
 
 def test_arrays_without_pandas_keeps_pandas_usable():
@@ -127,9 +123,8 @@ def test_arrays_without_pandas_keeps_pandas_usable():
         "print(type(df).__name__, pa.types.is_dictionary(pa.array(pd.Categorical(['a', 'b'])).type))\n"
         "print(A.arrays_without_pandas())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["False", "DataFrame True", "False"]
+    stdout = fresh_python(code)
+    assert stdout.splitlines() == ["False", "DataFrame True", "False"]
 
 
 def test_packed_validity_is_used_as_is():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from _fresh import fresh_python
 from _pcapbuild import eth, handshake_session, write_pcap
 
 import forensics
@@ -116,9 +117,6 @@ def test_sessions_filters_and_query_errors(tmp_path, capture):
 def test_detecting_a_capture_loads_no_log_source(tmp_path):
     """Detection imports source modules in registration order and stops at the first match:
     a capture is recognised without importing the log parsers."""
-    import subprocess
-    import sys
-
     cap = write_pcap(tmp_path / "s.pcap", [eth(p) for p in handshake_session()])
     code = (
         "import sys\nfrom forensics import sources\n"
@@ -126,9 +124,8 @@ def test_detecting_a_capture_loads_no_log_source(tmp_path):
         "print(sorted(m for m in ('syslog', 'weblog', 'zeek_log', 'suricata_eve', 'winevent_json')"
         " if 'forensics.sources.' + m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["pcap", "[]"]
+    stdout = fresh_python(code, timeout=120)
+    assert stdout.split("\n")[:2] == ["pcap", "[]"]
 
 
 def test_lazy_detection_picks_what_the_full_registry_picks(shared):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _fresh import fresh_python
 
 from forensics.protocols import _mime
 
@@ -114,10 +113,8 @@ def test_long_runs_of_whitespace_and_comments_are_sniffed_at_once():
             "print(_mime.sniff(b' ' * 1000 + b'x'), _mime.sniff(b'\\n\\t ' * 300 + b'<html>'),"
             " _mime.sniff(b'<!--' + b' ' * 1000), _mime.sniff(b'<!---->' * 140 + b'x'),"
             " _mime.sniff(b'<!---->' * 140 + b'<html>'), _mime.sniff(b'<?xml ?><!---->' * 60 + b'<rss'))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["text/plain", "text/html", "text/plain", "text/plain", "text/html",
-                                  "text/rss"]
+    stdout = fresh_python(code, timeout=120)
+    assert stdout.split() == ["text/plain", "text/html", "text/plain", "text/plain", "text/html", "text/rss"]
 
 
 def test_http_body_of_spaces_does_not_stop_the_ingest(tmp_path):
@@ -133,6 +130,5 @@ def test_http_body_of_spaces_does_not_stop_the_ingest(tmp_path):
             f"c = forensics.open_case({str(tmp_path / 'case')!r})\n"
             f"c.ingest({str(cap)!r})\n"
             "print(list(c.sql('SELECT resp_mime_types FROM http')['resp_mime_types'][0]))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "['text/plain']"
+    stdout = fresh_python(code)
+    assert stdout.strip().splitlines()[-1] == "['text/plain']"

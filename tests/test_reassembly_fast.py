@@ -100,6 +100,19 @@ def _same(a: tuple[dict, list], b: tuple[dict, list]) -> None:
     assert a[1] == b[1]
 
 
+def _spy(monkeypatch, owner, name: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+    """Wrap ``owner.name`` so that each call's arguments are appended to the list returned."""
+    calls: list[tuple] = []
+    inner = getattr(owner, name)
+
+    def spied(*args):  # type: ignore[no-untyped-def]
+        calls.append(args)
+        return inner(*args)
+
+    monkeypatch.setattr(owner, name, spied)
+    return calls
+
+
 def _no_carving(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     try:
         import forensics.carve as carve
@@ -217,19 +230,12 @@ def test_shared_pass_equals_one_pass(tmp_path, monkeypatch, own):
     monkeypatch.setattr(index, "BATCH_ROWS", 200)
     monkeypatch.setattr(index, "MIN_BATCH_ROWS", 200)
     monkeypatch.setattr(apps, "SPLIT_MIN_ROWS", 0)
-    shares = []
-    run_shares = apps._run_shares
-
-    def counted(n, fn):  # type: ignore[no-untyped-def]
-        shares.append(n)
-        return run_shares(n, fn)
-
-    monkeypatch.setattr(apps, "_run_shares", counted)
+    run_shares_calls = _spy(monkeypatch, apps, "_run_shares")
     monkeypatch.setattr(apps, "_split", lambda p: 3)
     shared = _run(packets, sessions, cap, eid)
     monkeypatch.setattr(apps, "_split", lambda p: 1)
     one = _run(packets, sessions, cap, eid)
-    assert shares == [3, 1]
+    assert [args[0] for args in run_shares_calls] == [3, 1]
     _same(shared, one)
     starts = log.read_text().split() if log.exists() else []
     assert len(starts) == 2  # shares 1 and 2 each looked for their first row group
@@ -373,14 +379,7 @@ def test_sessions_no_detector_claims_are_never_built(tmp_path, monkeypatch):
 
     analyzers = [protocols.Analyzer("zzz", "tcp", zdetect, zparse, 0), *protocols.ANALYZERS]
     monkeypatch.setattr(protocols, "ANALYZERS", analyzers)
-    built = []
-    tcp_session = SessionBatch.tcp_session
-
-    def counted(self, i):  # type: ignore[no-untyped-def]
-        built.append(i)
-        return tcp_session(self, i)
-
-    monkeypatch.setattr(SessionBatch, "tcp_session", counted)
+    built = _spy(monkeypatch, SessionBatch, "tcp_session")
     monkeypatch.setattr(apps, "_split", lambda p: 1)
     out, _warnings = _run(packets, sessions, cap)
     services = out["sessions"].column("service").to_pylist()
