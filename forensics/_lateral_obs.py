@@ -190,6 +190,18 @@ def service_observations(case: Case) -> list[dict[str, Any]]:
     return out
 
 
+
+# The share at the end of an object name (\\host\C$\dir): the match lies on the last line
+# (``.*`` stops at a newline, ``$`` is the end or a final newline), so only that line is
+# searched; searching all of a name with newlines in it retried every share from each one.
+_SHARE_TAIL = re.compile(r"\\(admin\$|ipc\$|[a-z]\$)(?:\\+(.*))?$", re.I)
+
+
+def _last_line(text: str) -> str:
+    """The line ``$`` can end a match on: the last one, or the one before a final newline."""
+    return (text[:-1] if text.endswith("\n") else text).rsplit("\n", 1)[-1]
+
+
 def share_observations(case: Case) -> list[dict[str, Any]]:
     """Share access (5140, 5145) to admin shares and to interesting IPC$ pipes."""
     df = query(case, f"""
@@ -201,7 +213,7 @@ def share_observations(case: Case) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for r in df.itertuples(index=False):
         obj = str(r.object or "")
-        m = re.search(r"\\(admin\$|ipc\$|[a-z]\$)(?:\\+(.*))?$", obj, re.I)
+        m = _SHARE_TAIL.search(_last_line(obj))
         share = (m.group(1) if m else str(r.share or "").rsplit("\\", 1)[-1]).upper()
         rel = (r.rel if isinstance(r.rel, str) and r.rel not in ("",
                                                                  "\\") else (m.group(2) if m else "")) or ""

@@ -17,7 +17,7 @@ import re
 
 from _fresh import fresh_python
 
-from forensics import _carve_http, _iocfeeds, _lateral_rules
+from forensics import _carve_http, _iocfeeds, _lateral_obs, _lateral_rules
 from forensics.protocols import ftp, http, rdp, smtp
 
 # The patterns as they were, the reference for what must still match.
@@ -127,3 +127,14 @@ def test_ioc_feed_patterns_match_as_before():
     for x in [*_mix(parts, 30000), "a" * 5000, "a:" + "b" * 5000]:
         assert [(m.span(), m.groups()) for m in old_cmp.finditer(x)] == \
                [(m.span(), m.groups()) for m in _iocfeeds._COMPARISON.finditer(x)]
+
+
+def test_share_at_the_end_of_an_object_name_as_before():
+    """The share pattern on Windows share events, searched on the one line a match can end
+    on; an object name of 11,000 shares and a newline took it 2 s before."""
+    old = re.compile(r"\\(admin\$|ipc\$|[a-z]\$)(?:\\+(.*))?$", re.I)
+    parts = ["\\\\", "c$", "C$", "ipc$", "ADMIN$", "\n", "x", " ", "dir", "$", "a"]
+    for x in [*_mix(parts, 40000), "\\\\dc01\\C$\\Windows\\Temp\n", "x\n\\\\h\\ADMIN$"]:
+        a, b = old.search(x), _lateral_obs._SHARE_TAIL.search(_lateral_obs._last_line(x))
+        assert (a is None) == (b is None) and (a is None or a.groups() == b.groups()), repr(x)
+    assert _lateral_obs._SHARE_TAIL.search(_lateral_obs._last_line("\\\\c$" * 11000 + "\nx")) is None
