@@ -96,14 +96,13 @@ class Linker:
 
     def __init__(
         self,
-        sessions: pa.Table,
+        fields: _SessionFields,
         services: list[list[str]],
         reader: Callable[[int], SessionData | None] | None = None,
     ):
         self._services = services
         self._reader = reader
-        self._sessions = sessions
-        self._uid: list[str] | None = None
+        self._fields = fields
         self._by: dict[tuple, list[tuple[int, int]]] | None = None  # built on the first lookup
         self.callbacks: list[Callable[[Linker], None]] = []
         # Where the pass was when each callback was asked for, and the services callbacks
@@ -116,19 +115,13 @@ class Linker:
     @property
     def _by_triple(self) -> dict[tuple, list[tuple[int, int]]]:
         if self._by is None:
-            sessions = self._sessions
+            f = self._fields
+            (oc, onames), (rc, rnames) = f.names["orig_h"], f.names["resp_h"]
             by: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-            ts = _ns(sessions.column("ts"))
-            for i, (oh, rh, rp, t) in enumerate(
-                zip(
-                    sessions.column("orig_h").to_pylist(),
-                    sessions.column("resp_h").to_pylist(),
-                    sessions.column("resp_p").to_pylist(),
-                    ts.tolist(),
-                    strict=True,
-                )
+            for i, (o, r, rp, t) in enumerate(
+                zip(oc.tolist(), rc.tolist(), f.ports["resp_p"].tolist(), f.ts_ns.tolist(), strict=True)
             ):
-                by[(oh, rh, rp)].append((t, i))
+                by[(onames[o], rnames[r], rp if rp >= 0 else None)].append((t, i))
             for v in by.values():
                 v.sort()
             self._by = by
@@ -149,9 +142,7 @@ class Linker:
 
     def uid(self, sid: int) -> str:
         """The uid of a session index."""
-        if self._uid is None:
-            self._uid = self._sessions.column("uid").to_pylist()
-        return str(self._uid[sid])
+        return self._fields.index.uid(sid)
 
     def first_bytes(self, sid: int, n: int = 1024) -> tuple[bytes, int]:
         """First ``n`` bytes and total bytes of the busier direction of a TCP session (data channels)."""
@@ -442,7 +433,6 @@ class _Pass:
 
     def __init__(self, sessions: pa.Table, evidence_id: str, path: Path, packets: Path,
                  carve_root: Path | None = None):
-        self.sessions = sessions
         self.carve_root = carve_root
         self.eid = evidence_id
         self.path = path
@@ -457,12 +447,11 @@ class _Pass:
         # that began in an earlier file (another evidence_id) may be there from the start.
         own = A.values(pc.equal(sessions.column("evidence_id"), evidence_id), False)
         self.first_seen = np.where(own, A.values(sessions.column("first_frame"), 0), 0)
-        self.uid_col = _array(sessions.column("uid"))
         self.bulk_dns = dns.bulk_ready()
         self.conn = {c: _array(sessions.column(c)) for c in ("uid", "orig_h", "orig_p", "resp_h", "resp_p")}
-        self.ports = {c: self.fields.ports[c] for c in ("orig_p", "resp_p")}
         dports = list(dns.DNS_PORTS)
-        self.dns_port = np.isin(self.ports["orig_p"], dports) | np.isin(self.ports["resp_p"], dports)
+        ports = self.fields.ports
+        self.dns_port = np.isin(ports["orig_p"], dports) | np.isin(ports["resp_p"], dports)
         self.n = n
 
     def run(self, k: int = 0, shares: int = 1) -> dict[str, Any]:
@@ -475,10 +464,10 @@ class _Pass:
             return self._run(k, shares)
 
     def _run(self, k: int, shares: int) -> dict[str, Any]:
-        sessions, eid, n = self.sessions, self.eid, self.n
+        eid, n = self.eid, self.n
         index, fields, last_frame = self.index, self.fields, self.last_frame
-        uid_col, bulk_dns, conn = self.uid_col, self.bulk_dns, self.conn
-        ports, dns_port = self.ports, self.dns_port
+        bulk_dns, conn = self.bulk_dns, self.conn
+        ports, dns_port = fields.ports, self.dns_port
         services: list[list[str]] = [[] for _ in range(n)]
         missed = np.zeros(n, np.int64)
         emitter = Emitter(eid, str(self.path))
@@ -503,7 +492,7 @@ class _Pass:
                 rows = from_arrow(tbl, {uid: sid})
                 return build_sessions(rows[np.argsort(rows["frame"], kind="stable")], ev)[0].get(sid)
 
-            linker = Linker(sessions, services, reread)
+            linker = Linker(fields, services, reread)
             emitter.linker = linker
             groups = iter_finished_sel(packets, index, last_frame, part=(k, shares),
                                        first_seen=self.first_seen)
@@ -522,7 +511,7 @@ class _Pass:
                 tcp_sids = b.tcp_sids
                 gsid, gorig, gs, ge = b.gaps()
                 if gsid.size:
-                    emitter.add_table("stream_gaps", _gap_table(gsid, gorig, gs, ge, uid_col, eid))
+                    emitter.add_table("stream_gaps", _gap_table(gsid, gorig, gs, ge, conn["uid"], eid))
                     per = np.zeros(tcp_sids.size, np.int64)
                     np.add.at(per, np.searchsorted(tcp_sids, gsid), ge - gs)
                     missed[tcp_sids] = per
