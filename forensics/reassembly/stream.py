@@ -463,15 +463,22 @@ class SessionBatch:
         head is not known in bulk (:meth:`tcp_session` then reads it).
         """
         tc = self._tcp
-        out = []
-        for g in (tc["go"][i], tc["gr"][i]):
-            if g < 0 or tc["g_pc"][g + 1] <= tc["g_pc"][g]:
-                out.append(b"")  # that side sent no payload
-            elif tc["h_ok"][g]:
-                out.append(tc["heads"][tc["h_off"][g]:tc["h_off"][g + 1]])
-            else:
-                return None
-        return out[0], out[1]
+        heads = [self._bulk_head(g) for g in (tc["go"][i], tc["gr"][i])]
+        if heads[0] is None or heads[1] is None:
+            return None
+        return heads[0], heads[1]
+
+    def _bulk_head(self, g: int) -> bytes | None:
+        """Direction group ``g``'s head as the bulk read got it.
+
+        b"" when the direction carried no payload; None when the bulk read could not get it.
+        """
+        tc = self._tcp
+        if g < 0 or tc["g_pc"][g + 1] <= tc["g_pc"][g]:
+            return b""
+        if not tc["h_ok"][g]:
+            return None
+        return tc["heads"][tc["h_off"][g]:tc["h_off"][g + 1]]
 
     def _direction(self, g: int, is_orig: bool) -> Direction:
         if g < 0:
@@ -498,9 +505,9 @@ class SessionBatch:
         c = tc["conf"].get(g)
         if c:
             d.conflicts = c
-        if tc["h_ok"][g] and p1 > p0:
-            a, b = tc["h_off"][g], tc["h_off"][g + 1]
-            d._head = (min(HEAD, int(d.end[-1])), tc["heads"][a:b])
+        head = self._bulk_head(g) if p1 > p0 else None
+        if head is not None:
+            d._head = (min(HEAD, int(d.end[-1])), head)
         return d
 
     def tcp_session(self, i: int) -> SessionData:
